@@ -1,0 +1,517 @@
+"""Stage the bicycle/motorcycle data set: CIFAR-100 (or a folder of PNGs) -> PNG tree + .lst files.
+
+    python -m training.stage_data --out data/staged                      # download CIFAR-100
+    python -m training.stage_data --archive cifar-100-python.tar.gz      # local archive (or extracted dir)
+    python -m training.stage_data --from-folder ../shared/data/cifar100-bikes/train
+    python -m training.stage_data --upload-only --out data/staged --s3-uri s3://bucket/prefix
+
+Local layout (the same whatever the source):
+    {out}/{split}/{class}/*.png          RGB PNGs, file names from the archive's `filenames`
+    {out}/{split}.lst                    index <TAB> label <TAB> {class}/{file}.png
+    {out}/holdout/train.lst              the part of the train split the built-in algorithm fits on
+    {out}/holdout/validation.lst         a stratified held-out part of the train split (its validation channel)
+
+S3 layout (--s3-uri), as the built-in image-classification algorithm's channels expect:
+    train/{class}/*.png, train_lst/train.lst, validation/{class}/*.png, validation_lst/validation.lst
+    test/{class}/*.png, test_lst/test.lst  (final reporting only, never a training channel)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import os
+import pickle
+import random
+import shutil
+import sys
+import tarfile
+import tempfile
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Iterable, Iterator
+
+import numpy as np
+from PIL import Image
+
+CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+# Published on https://www.cs.toronto.edu/~kriz/cifar.html for the python version.
+CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
+ARCHIVE_NAME = "cifar-100-python.tar.gz"
+ARCHIVE_DIR = "cifar-100-python"
+# CIFAR-100 fine label -> class name; label order in the .lst files follows this order.
+FINE_CLASSES = {8: "bicycle", 48: "motorcycle"}
+SPLITS = ("train", "test")
+HOLDOUT_DIR = "holdout"
+
+
+class StageDataError(Exception):
+    """Base class for every error this module reports to the user."""
+
+
+class ChecksumMismatchError(StageDataError):
+    """A downloaded or given archive does not have the expected md5."""
+
+
+class SourceFormatError(StageDataError):
+    """The source is not a CIFAR-100 python archive / a folder of {class}/*.png."""
+
+
+class OutputExistsError(StageDataError):
+    """The output folder exists and --overwrite was not given."""
+
+
+@dataclass(frozen=True)
+class Example:
+    split: str
+    class_name: str
+    label: int
+    index: int  # row in the CIFAR split (or running number for a folder source)
+    filename: str
+    pixels: np.ndarray  # HxWx3 uint8 RGB
+
+    @property
+    def relative_path(self) -> str:
+        return f"{self.class_name}/{self.filename}"
+
+
+@dataclass(frozen=True)
+class LstRow:
+    index: int
+    label: int
+    relative_path: str
+
+    @property
+    def class_name(self) -> str:
+        return self.relative_path.split("/", 1)[0]
+
+
+# --------------------------------------------------------------------------- download
+
+
+def md5_of(path: Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _Progress:
+    """One self-overwriting progress line on a stream (stderr by default)."""
+
+    def __init__(self, label: str, total: int | None, stream: IO[str]):
+        self.label, self.total, self.stream = label, total, stream
+        self.done = 0
+        self._last_shown = -1
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.total:
+            percent = min(100, self.done * 100 // self.total)
+            if percent != self._last_shown:
+                self._last_shown = percent
+                bar = "#" * (percent // 4)
+                self.stream.write(
+                    f"\r{self.label} [{bar:<25}] {percent:3d}% "
+                    f"{self.done / 1e6:.1f}/{self.total / 1e6:.1f} MB"
+                )
+                self.stream.flush()
+        else:
+            mb = self.done // 1_000_000
+            if mb != self._last_shown:
+                self._last_shown = mb
+                self.stream.write(f"\r{self.label} {self.done / 1e6:.1f} MB")
+                self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.write("\n")
+        self.stream.flush()
+
+
+def download(url: str, dest: Path, expected_md5: str, progress: IO[str] | None = None,
+             timeout: float = 60.0) -> Path:
+    """Download url to dest, verifying the md5 while streaming.
+
+    The bytes go to a hidden temporary file next to dest that is renamed into place only after
+    the checksum matches, so an interrupted or corrupt download never leaves a file at dest.
+    An existing dest with the right checksum is reused.
+    """
+    dest = Path(dest)
+    if dest.is_file():
+        if md5_of(dest) == expected_md5:
+            return dest
+        raise ChecksumMismatchError(
+            f"{dest} exists but its md5 is not {expected_md5}; delete it to download again"
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    stream = progress if progress is not None else sys.stderr
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.md5()
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            length = resp.headers.get("Content-Length")
+            bar = _Progress(f"downloading {dest.name}", int(length) if length else None, stream)
+            for chunk in iter(lambda: resp.read(1 << 16), b""):
+                out.write(chunk)
+                digest.update(chunk)
+                bar.update(len(chunk))
+            bar.close()
+        actual = digest.hexdigest()
+        if actual != expected_md5:
+            raise ChecksumMismatchError(
+                f"download of {url} has md5 {actual}, expected {expected_md5}; nothing was kept"
+            )
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+# --------------------------------------------------------------------------- reading sources
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR's dicts of lists/bytes/numpy arrays and nothing else.
+
+    A pickle can run arbitrary code on load; this refuses every global except numpy's array
+    reconstruction, so a tampered archive fails with a clear error instead.
+    """
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise SourceFormatError(f"unexpected object {module}.{name} in a CIFAR pickle")
+
+
+def _unpickle(data: bytes, what: str) -> dict:
+    try:
+        obj = _CifarUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except SourceFormatError:
+        raise
+    except Exception as exc:  # any unpickling failure means: not a CIFAR pickle
+        raise SourceFormatError(f"{what} is not a CIFAR-100 python pickle: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise SourceFormatError(f"{what} is not a CIFAR-100 python pickle (no dict inside)")
+    return obj
+
+
+def _cifar_members(source: Path) -> dict[str, bytes]:
+    """The train/test/meta pickles of a .tar.gz archive or an extracted folder."""
+    wanted = ("train", "test", "meta")
+    if source.is_dir():
+        base = source / ARCHIVE_DIR if (source / ARCHIVE_DIR).is_dir() else source
+        missing = [name for name in wanted if not (base / name).is_file()]
+        if missing:
+            raise SourceFormatError(f"{base} lacks the CIFAR-100 file(s) {', '.join(missing)}")
+        return {name: (base / name).read_bytes() for name in wanted}
+    if not source.is_file():
+        raise SourceFormatError(f"{source} does not exist")
+    try:
+        with tarfile.open(source, "r:*") as tar:
+            members = {}
+            for name in wanted:
+                try:
+                    fh = tar.extractfile(f"{ARCHIVE_DIR}/{name}")
+                except KeyError:
+                    fh = None
+                if fh is None:
+                    raise SourceFormatError(f"{source} has no {ARCHIVE_DIR}/{name}")
+                members[name] = fh.read()
+            return members
+    except tarfile.TarError as exc:
+        raise SourceFormatError(f"{source} is not a readable tar archive: {exc}") from exc
+
+
+def _decode(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def read_cifar(source: Path, fine_classes: dict[int, str] = FINE_CLASSES) -> Iterator[Example]:
+    """Examples of the wanted fine classes from both splits of a CIFAR-100 python archive."""
+    members = _cifar_members(Path(source))
+    meta = _unpickle(members["meta"], "meta")
+    names = [_decode(n) for n in meta.get(b"fine_label_names", [])]
+    for fine, class_name in fine_classes.items():
+        if fine >= len(names) or names[fine] != class_name:
+            found = names[fine] if fine < len(names) else "nothing"
+            raise SourceFormatError(f"fine label {fine} is {found!r} in meta, expected {class_name!r}")
+    label_of = {fine: label for label, fine in enumerate(sorted(fine_classes))}
+    for split in SPLITS:
+        batch = _unpickle(members[split], split)
+        try:
+            data = np.asarray(batch[b"data"], dtype=np.uint8)
+            fine_labels = list(batch[b"fine_labels"])
+            filenames = [_decode(f) for f in batch[b"filenames"]]
+        except KeyError as exc:
+            raise SourceFormatError(f"{split} pickle lacks {exc}") from exc
+        if data.ndim != 2 or data.shape[1] != 3072 or not (
+            len(data) == len(fine_labels) == len(filenames)
+        ):
+            raise SourceFormatError(
+                f"{split} pickle: data {data.shape}, {len(fine_labels)} labels, "
+                f"{len(filenames)} file names do not line up as N x 3072 / N / N"
+            )
+        for row, fine in enumerate(fine_labels):
+            if fine in fine_classes:
+                # CIFAR rows are channel-planar: 1024 red, 1024 green, 1024 blue, row-major.
+                pixels = data[row].reshape(3, 32, 32).transpose(1, 2, 0)
+                yield Example(split, fine_classes[fine], label_of[fine], row, filenames[row], pixels)
+
+
+def read_folder(folder: Path, split: str) -> Iterator[Example]:
+    """Examples from a folder of {class}/*.png; labels are folder names in sorted order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SourceFormatError(f"{folder} is not a folder")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise SourceFormatError(f"{folder} has no class sub-folders ({{class}}/*.png)")
+    index = 0
+    for label, class_name in enumerate(classes):
+        files = sorted((folder / class_name).glob("*.png"))
+        if not files:
+            raise SourceFormatError(f"{folder / class_name} has no .png files")
+        for path in files:
+            try:
+                with Image.open(path) as img:
+                    # The shared PNGs are RGBA with opaque alpha; the models want RGB.
+                    pixels = np.asarray(img.convert("RGB"))
+            except OSError as exc:
+                raise SourceFormatError(f"{path} is not a readable image: {exc}") from exc
+            yield Example(split, class_name, label, index, path.name, pixels)
+            index += 1
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def read_lst(path: Path) -> list[LstRow]:
+    rows = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != 3:
+            raise SourceFormatError(f"{path}:{number}: expected 3 tab-separated columns")
+        rows.append(LstRow(int(parts[0]), int(float(parts[1])), parts[2]))
+    return rows
+
+
+def write_lst(path: Path, rows: Iterable[LstRow]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{r.index}\t{r.label}\t{r.relative_path}\n" for r in rows))
+
+
+def stratified_holdout(rows: list[LstRow], fraction: float, seed: int) -> tuple[list[LstRow], list[LstRow]]:
+    """Split rows into (fit, held_out) keeping each label's share; deterministic for a seed."""
+    if not 0 < fraction < 1:
+        raise StageDataError(f"validation fraction must be between 0 and 1, got {fraction}")
+    by_label: dict[int, list[LstRow]] = defaultdict(list)
+    for row in rows:
+        by_label[row.label].append(row)
+    rng = random.Random(seed)
+    fit, held = [], []
+    for label in sorted(by_label):
+        group = sorted(by_label[label], key=lambda r: r.relative_path)
+        rng.shuffle(group)
+        n_held = max(1, round(len(group) * fraction))
+        if n_held >= len(group):
+            raise StageDataError(f"label {label} has too few images ({len(group)}) to hold some out")
+        held += group[:n_held]
+        fit += group[n_held:]
+    return sorted(fit, key=lambda r: r.index), sorted(held, key=lambda r: r.index)
+
+
+def _write_examples(examples: Iterable[Example], root: Path, progress: IO[str]) -> dict[str, list[LstRow]]:
+    rows: dict[str, list[LstRow]] = defaultdict(list)
+    seen: set[tuple[str, str]] = set()
+    for count, ex in enumerate(examples, start=1):
+        key = (ex.split, ex.relative_path)
+        if key in seen:
+            raise SourceFormatError(f"two images named {ex.relative_path} in the {ex.split} split")
+        seen.add(key)
+        path = root / ex.split / ex.relative_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(ex.pixels).save(path, format="PNG")
+        rows[ex.split].append(LstRow(ex.index, ex.label, ex.relative_path))
+        if count % 200 == 0:
+            progress.write(f"\rwrote {count} images")
+            progress.flush()
+    total = sum(len(r) for r in rows.values())
+    progress.write(f"\rwrote {total} images\n")
+    return rows
+
+
+def stage(examples: Iterable[Example], out: Path, *, validation_fraction: float = 0.2,
+          seed: int = 0, overwrite: bool = False, progress: IO[str] | None = None) -> dict[str, int]:
+    """Write examples to out (see module doc); returns image counts per split and channel.
+
+    Everything is written to a temporary sibling folder first and moved into place at the end,
+    so a failure never leaves a half-staged out, and an existing out is replaced only with
+    overwrite=True and only after the new one is complete.
+    """
+    out = Path(out)
+    stream = progress if progress is not None else sys.stderr
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".staging", dir=out.parent))
+    try:
+        rows = _write_examples(examples, work, stream)
+        if not rows:
+            raise SourceFormatError("the source holds no images of the wanted classes")
+        counts = {}
+        for split, split_rows in rows.items():
+            write_lst(work / f"{split}.lst", split_rows)
+            counts[split] = len(split_rows)
+        if "train" in rows:
+            fit, held = stratified_holdout(rows["train"], validation_fraction, seed)
+            write_lst(work / HOLDOUT_DIR / "train.lst", fit)
+            write_lst(work / HOLDOUT_DIR / "validation.lst", held)
+            counts["holdout/train"], counts["holdout/validation"] = len(fit), len(held)
+        if out.exists():
+            old = out.with_name(f".{out.name}.replaced")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+            os.replace(work, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(work, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return counts
+
+
+# --------------------------------------------------------------------------- S3 upload
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://") or len(uri) <= 5:
+        raise StageDataError(f"not an S3 URI: {uri!r} (expected s3://bucket/prefix)")
+    bucket, _, prefix = uri[5:].partition("/")
+    if not bucket:
+        raise StageDataError(f"not an S3 URI: {uri!r} (expected s3://bucket/prefix)")
+    return bucket, prefix.strip("/")
+
+
+def channel_layout(staged: Path) -> list[tuple[Path, str]]:
+    """(local file, S3 key below the prefix) pairs for the built-in algorithm's channels."""
+    staged = Path(staged)
+    needed = [staged / "train.lst", staged / HOLDOUT_DIR / "train.lst", staged / HOLDOUT_DIR / "validation.lst"]
+    missing = [str(p) for p in needed if not p.is_file()]
+    if missing:
+        raise StageDataError(f"{staged} is not a staged train split (missing {', '.join(missing)})")
+    pairs: list[tuple[Path, str]] = []
+    for row in read_lst(staged / "train.lst"):
+        pairs.append((staged / "train" / row.relative_path, f"train/{row.relative_path}"))
+    for row in read_lst(staged / HOLDOUT_DIR / "validation.lst"):
+        pairs.append((staged / "train" / row.relative_path, f"validation/{row.relative_path}"))
+    pairs.append((staged / HOLDOUT_DIR / "train.lst", "train_lst/train.lst"))
+    pairs.append((staged / HOLDOUT_DIR / "validation.lst", "validation_lst/validation.lst"))
+    if (staged / "test.lst").is_file():
+        for row in read_lst(staged / "test.lst"):
+            pairs.append((staged / "test" / row.relative_path, f"test/{row.relative_path}"))
+        pairs.append((staged / "test.lst", "test_lst/test.lst"))
+    absent = [str(local) for local, _ in pairs if not local.is_file()]
+    if absent:
+        raise StageDataError(f"{len(absent)} file(s) listed in the .lst files are missing, e.g. {absent[0]}")
+    return pairs
+
+
+def upload(staged: Path, s3_uri: str, boto_session=None, progress: IO[str] | None = None) -> int:
+    """Upload a staged folder to s3_uri in the channel layout; returns the number of objects."""
+    import boto3  # only needed for uploads
+
+    bucket, prefix = parse_s3_uri(s3_uri)
+    pairs = channel_layout(staged)
+    s3 = (boto_session or boto3.Session()).client("s3")
+    stream = progress if progress is not None else sys.stderr
+    for count, (local, key) in enumerate(pairs, start=1):
+        content_type = "image/png" if key.endswith(".png") else "text/plain"
+        s3.upload_file(str(local), bucket, f"{prefix}/{key}" if prefix else key,
+                       ExtraArgs={"ContentType": content_type})
+        if count % 100 == 0 or count == len(pairs):
+            stream.write(f"\ruploaded {count}/{len(pairs)} objects to s3://{bucket}/{prefix}")
+            stream.flush()
+    stream.write("\n")
+    return len(pairs)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.stage_data",
+        description="Stage CIFAR-100 bicycle/motorcycle images as {split}/{class}/*.png + .lst files, "
+        "optionally upload them in the SageMaker built-in image-classification channel layout.",
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--archive", type=Path,
+                        help="local cifar-100-python.tar.gz or its extracted folder (default: download it)")
+    source.add_argument("--from-folder", type=Path,
+                        help="a folder of {class}/*.png (e.g. ../shared/data/cifar100-bikes/train)")
+    source.add_argument("--upload-only", action="store_true",
+                        help="do not stage; upload the already staged --out folder to --s3-uri")
+    parser.add_argument("--split", choices=SPLITS, default="train",
+                        help="which split a --from-folder source is (default: train)")
+    parser.add_argument("--out", type=Path, default=Path("data/staged"), help="output folder (default: data/staged)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    parser.add_argument("--url", default=CIFAR100_URL, help="where to download the archive from")
+    parser.add_argument("--md5", default=CIFAR100_MD5, help="expected md5 of the archive")
+    parser.add_argument("--download-to", type=Path, default=Path("data") / ARCHIVE_NAME,
+                        help=f"where the downloaded archive is kept (default: data/{ARCHIVE_NAME})")
+    parser.add_argument("--validation-fraction", type=float, default=0.2,
+                        help="stratified share of the train split held out as the validation channel (default 0.2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the hold-out split (default 0)")
+    parser.add_argument("--s3-uri", help="upload to s3://bucket/prefix after staging")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.upload_only:
+            if not args.s3_uri:
+                raise StageDataError("--upload-only needs --s3-uri")
+        else:
+            if args.from_folder:
+                examples = read_folder(args.from_folder, args.split)
+            else:
+                archive = args.archive
+                if archive is None:
+                    archive = download(args.url, args.download_to, args.md5)
+                elif archive.is_file() and (actual := md5_of(archive)) != args.md5:
+                    raise ChecksumMismatchError(
+                        f"{archive} has md5 {actual}, expected {args.md5} (pass --md5 to override)"
+                    )
+                examples = read_cifar(archive)
+            counts = stage(examples, args.out, validation_fraction=args.validation_fraction,
+                           seed=args.seed, overwrite=args.overwrite)
+            print(f"staged {args.out}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+        if args.s3_uri:
+            n = upload(args.out, args.s3_uri)
+            print(f"uploaded {n} objects to {args.s3_uri.rstrip('/')}/"
+                  "{train,validation,train_lst,validation_lst,test,test_lst}")
+    except StageDataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
