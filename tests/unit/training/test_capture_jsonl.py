@@ -169,7 +169,7 @@ def test_files_roll_over_by_size_and_keep_every_record(tmp_path):
         lines = f.read_bytes().splitlines(keepends=True)
         assert sum(map(len, lines[:-1])) < 2000
         sizes.append(sum(map(len, lines)))
-    assert sum(size < 2000 for size in sizes) == 1  # ...except the last one, closed by close()
+    assert sum(size < 2000 for size in sizes) <= 1  # ...except the last one, closed by close()
     assert len(list(iter_capture_records(str(tmp_path), ENDPOINT))) == 30
 
 
