@@ -12,7 +12,8 @@ Local layout (the same whatever the source):
     {out}/holdout/validation.lst         a stratified held-out part of the train split (its validation channel)
 
 S3 layout (--s3-uri), as the built-in image-classification algorithm's channels expect:
-    train/{class}/*.png, train_lst/train.lst, validation/{class}/*.png, validation_lst/validation.lst
+    train/{class}/*.png + train_lst/train.lst                 the holdout/train.lst part of the train split
+    validation/{class}/*.png + validation_lst/validation.lst  the holdout/validation.lst part
     test/{class}/*.png, test_lst/test.lst  (final reporting only, never a training channel)
 """
 
@@ -416,7 +417,9 @@ def channel_layout(staged: Path) -> list[tuple[Path, str]]:
     if missing:
         raise StageDataError(f"{staged} is not a staged train split (missing {', '.join(missing)})")
     pairs: list[tuple[Path, str]] = []
-    for row in read_lst(staged / "train.lst"):
+    # The train channel holds exactly the images train_lst lists, so a script that reads the
+    # train folder (training/train.py) never sees the held-out validation images either.
+    for row in read_lst(staged / HOLDOUT_DIR / "train.lst"):
         pairs.append((staged / "train" / row.relative_path, f"train/{row.relative_path}"))
     for row in read_lst(staged / HOLDOUT_DIR / "validation.lst"):
         pairs.append((staged / "train" / row.relative_path, f"validation/{row.relative_path}"))

@@ -290,7 +290,7 @@ def test_upload_writes_the_builtin_channel_layout(cifar, tmp_path, monkeypatch):
         for row in read_lst(out / "holdout" / "validation.lst"):
             assert body(f"data/v1/validation/{row.relative_path}") == (out / "train" / row.relative_path).read_bytes()
         assert {k for k in keys if k.startswith("data/v1/train/")} == {
-            f"data/v1/train/{r.relative_path}" for r in read_lst(out / "train.lst")}
+            f"data/v1/train/{r.relative_path}" for r in read_lst(out / "holdout" / "train.lst")}
         assert len([k for k in keys if k.startswith("data/v1/test/")]) == 4
         assert s3.head_object(Bucket="bikes", Key="data/v1/train/bicycle/tr_0000.png")["ContentType"] == "image/png"
 
