@@ -1,0 +1,218 @@
+"""serialize: read the uploaded image from S3 and pass a small base64 copy down the workflow.
+
+Input: the EventBridge S3 "Object Created" event, or the workflow state
+{"s3_bucket", "s3_key", ...} (the original contract; the state machine also normalises
+the EventBridge event into this shape). Output: the state plus image_data and its
+description. Every failure is a named exception: Step Functions sees the class name.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Any
+from urllib.parse import unquote_plus
+
+import boto3
+from aws_lambda_powertools import Logger, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.parser.models import S3EventNotificationEventBridgeModel
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from image_normalizer import (  # noqa: F401  (re-exported: the error names are the function's interface)
+    CorruptImageError,
+    DecompressionBombError,
+    EmptyImageError,
+    UnsupportedImageTypeError,
+    normalize,
+)
+
+DEFAULT_NAMESPACE = "SconesUnlimited"
+MAX_KEY_BYTES = 1024  # S3's own limit on key length
+
+
+class ConfigurationError(Exception):
+    """An environment variable has an unusable value."""
+
+
+class InvalidEventError(Exception):
+    """The event is neither an S3 Object Created event nor {s3_bucket, s3_key}."""
+
+
+class ImageNotFoundError(Exception):
+    """The bucket or key does not exist (any more)."""
+
+
+class ImageTooLargeError(Exception):
+    """The object is bigger than MAX_IMAGE_BYTES."""
+
+
+def _env_int(name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not an integer") from None
+    if not minimum <= value <= maximum:
+        raise ConfigurationError(f"{name}={value} is outside [{minimum}, {maximum}]")
+    return value
+
+
+# Configuration is checked at cold start: a bad value fails every invocation loudly.
+MAX_IMAGE_BYTES = _env_int("MAX_IMAGE_BYTES", 10 * 1024 * 1024, 1, 1024**3)
+MAX_IMAGE_PIXELS = _env_int("MAX_IMAGE_PIXELS", 40_000_000, 1, 1_000_000_000)
+MAX_OUTPUT_SIDE = _env_int("MAX_OUTPUT_SIDE", 384, 16, 1024)
+
+logger = Logger()
+# A provider of our own (not the shared Metrics class state), so handlers loaded side
+# by side in one process (tests, the local twin) cannot mix metrics or dimensions.
+metrics = AmazonCloudWatchEMFProvider(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE)
+if os.environ.get("ENDPOINT_NAME"):
+    metrics.set_default_dimensions(EndpointName=os.environ["ENDPOINT_NAME"])
+
+_s3 = None
+
+
+def s3_client():
+    """One S3 client per execution environment, created on first use."""
+    global _s3
+    if _s3 is None:
+        _s3 = boto3.client("s3")
+    return _s3
+
+
+class _WorkflowState(BaseModel):
+    """The state contract; unknown fields are kept and passed on."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    s3_bucket: str = Field(min_length=3, max_length=63)
+    s3_key: str = Field(min_length=1)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'event'}: {error['msg']}" for error in exc.errors()
+    )
+
+
+def _from_eventbridge(event: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
+    try:
+        parsed = parse(event=event, model=S3EventNotificationEventBridgeModel)
+    except ValidationError as exc:
+        raise InvalidEventError(f"malformed EventBridge S3 event: {_validation_message(exc)}") from None
+    if parsed.source != "aws.s3" or parsed.detail_type != "Object Created":
+        raise InvalidEventError(
+            f"expected source 'aws.s3' and detail-type 'Object Created', "
+            f"got {parsed.source!r} / {parsed.detail_type!r}"
+        )
+    # S3 URL-encodes object keys in its notifications, EventBridge ones included
+    # ('a b+c.png' arrives as 'a+b%2Bc.png'); S3's API wants the literal key.
+    key = unquote_plus(parsed.detail.object.key)
+    state = {"s3_bucket": parsed.detail.bucket.name, "s3_key": key, "uploaded_at": event["time"]}
+    return state, parsed.detail.bucket.name, key
+
+
+def _from_state(event: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
+    try:
+        parsed = _WorkflowState.model_validate(event)
+    except ValidationError as exc:
+        raise InvalidEventError(f"malformed workflow state: {_validation_message(exc)}") from None
+    # The state carries the literal key (already decoded); it is used as is.
+    return dict(event), parsed.s3_bucket, parsed.s3_key
+
+
+def parse_event(event: Any) -> tuple[dict[str, Any], str, str]:
+    """(state to pass on, bucket, literal key) from either accepted event shape."""
+    if not isinstance(event, dict):
+        raise InvalidEventError(f"event must be a JSON object, got {type(event).__name__}")
+    if "detail-type" in event or "detail" in event:
+        state, bucket, key = _from_eventbridge(event)
+    elif "s3_bucket" in event or "s3_key" in event:
+        state, bucket, key = _from_state(event)
+    else:
+        raise InvalidEventError(
+            "expected an EventBridge S3 'Object Created' event or {s3_bucket, s3_key}; "
+            f"got fields {sorted(event)}"
+        )
+    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        raise InvalidEventError(f"s3_key is longer than {MAX_KEY_BYTES} bytes")
+    return state, bucket, key
+
+
+def read_image(bucket: str, key: str) -> bytes:
+    """The object's bytes, refusing empty and oversized objects before downloading them."""
+    where = f"s3://{bucket}/{key}"
+    try:
+        response = s3_client().get_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchKey", "NoSuchBucket", "404"):
+            raise ImageNotFoundError(f"{where} does not exist ({code})") from None
+        raise
+    body = response["Body"]
+    size = response["ContentLength"]
+    metrics.add_metric(name="ImageBytes", unit=MetricUnit.Bytes, value=size)
+    if size == 0:
+        body.close()
+        raise EmptyImageError(f"{where} is empty (0 bytes)")
+    if size > MAX_IMAGE_BYTES:
+        body.close()
+        raise ImageTooLargeError(f"{where} is {size} bytes; the limit (MAX_IMAGE_BYTES) is {MAX_IMAGE_BYTES}")
+    return body.read()
+
+
+def _record_rejection(reason: str) -> None:
+    with single_metric(
+        name="ImagesRejected",
+        unit=MetricUnit.Count,
+        value=1,
+        namespace=metrics.namespace,
+        default_dimensions=metrics.default_dimensions,
+    ) as metric:
+        metric.add_dimension(name="Reason", value=reason)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+    metrics.add_metric(name="ImagesReceived", unit=MetricUnit.Count, value=1)
+    try:
+        state, bucket, key = parse_event(event)
+        logger.append_keys(s3_bucket=bucket, s3_key=key)
+        data = read_image(bucket, key)
+        image = normalize(data, max_pixels=MAX_IMAGE_PIXELS, max_side=MAX_OUTPUT_SIDE, name=f"s3://{bucket}/{key}")
+    except Exception as exc:
+        logger.warning("image rejected", extra={"reason": type(exc).__name__, "detail": str(exc)})
+        _record_rejection(type(exc).__name__)
+        raise
+
+    encoded = base64.b64encode(image.data).decode("ascii")
+    logger.info(
+        "image serialized",
+        extra={
+            "source_format": image.source_format,
+            "source_bytes": len(data),
+            "content_type": image.content_type,
+            "width": image.width,
+            "height": image.height,
+            "base64_chars": len(encoded),
+        },
+    )
+    return {
+        **state,
+        "s3_bucket": bucket,
+        "s3_key": key,
+        "image_data": encoded,
+        "content_type": image.content_type,
+        "width": image.width,
+        "height": image.height,
+        "source_bytes": len(data),
+        "source_format": image.source_format,
+        "inferences": [],
+    }

@@ -1,0 +1,187 @@
+"""Turn untrusted upload bytes into a small RGB image the classifier can take.
+
+Pure image handling, no AWS: the format is decided by magic bytes (never by file
+name or Content-Type), the pixel count is checked from the header before any
+pixel is decoded, EXIF orientation is applied, every colour mode is flattened to
+RGB, the image is downscaled and re-encoded so its base64 form fits comfortably
+in a Step Functions payload (256 KB limit). The output carries no metadata
+(EXIF, GPS, ICC), so nothing from the upload leaks into workflow history.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Our own pixel limit, checked before decoding, replaces Pillow's process-wide one
+# (which only warns below 2x its default and would otherwise fire first).
+Image.MAX_IMAGE_PIXELS = None
+
+# Base64 budget for the re-encoded image: far below the 256 KB state payload limit,
+# leaving room for the other state fields.
+MAX_BASE64_CHARS = 150_000
+
+_JPEG_QUALITIES = (90, 80, 70, 60, 50, 40)
+_FALLBACK_SHRINK = 0.75
+_WHITE = (255, 255, 255, 255)
+
+# Accepted formats: name -> predicate on the first bytes.
+_ACCEPTED = {
+    "PNG": lambda head: head.startswith(b"\x89PNG\r\n\x1a\n"),
+    "JPEG": lambda head: head.startswith(b"\xff\xd8\xff"),
+    "WEBP": lambda head: head[:4] == b"RIFF" and head[8:12] == b"WEBP",
+}
+# Formats we recognise only to name them in the error message.
+_REJECTED = (
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"%PDF", "PDF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+class EmptyImageError(Exception):
+    """The object has no bytes."""
+
+
+class UnsupportedImageTypeError(Exception):
+    """The bytes are not PNG, JPEG or WebP."""
+
+
+class CorruptImageError(Exception):
+    """The bytes claim a supported format but cannot be decoded (truncated, damaged)."""
+
+
+class DecompressionBombError(Exception):
+    """The header claims more pixels than we are willing to decode."""
+
+
+@dataclass(frozen=True)
+class NormalizedImage:
+    data: bytes
+    content_type: str  # "image/png" | "image/jpeg"
+    width: int
+    height: int
+    source_format: str  # "PNG" | "JPEG" | "WEBP"
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The accepted format the bytes start with, or None."""
+    head = data[:16]
+    for name, matches in _ACCEPTED.items():
+        if matches(head):
+            return name
+    return None
+
+
+def _describe_unsupported(data: bytes) -> str:
+    for signature, name in _REJECTED:
+        if data.startswith(signature):
+            return name
+    return f"unrecognised content (first bytes {data[:8]!r})"
+
+
+def normalize(
+    data: bytes,
+    *,
+    max_pixels: int,
+    max_side: int,
+    max_base64_chars: int = MAX_BASE64_CHARS,
+    name: str = "image",
+) -> NormalizedImage:
+    """Validate, orient, flatten, downscale and re-encode one image.
+
+    `name` only labels error messages (the S3 key, for instance).
+    """
+    if not data:
+        raise EmptyImageError(f"{name} is empty (0 bytes)")
+    source_format = sniff_format(data)
+    if source_format is None:
+        raise UnsupportedImageTypeError(
+            f"{name} is {_describe_unsupported(data)}; only PNG, JPEG and WebP are accepted"
+        )
+
+    try:
+        # formats=[...]: only the decoder the magic bytes chose may parse the input.
+        image = Image.open(io.BytesIO(data), formats=[source_format])
+    except UnidentifiedImageError as exc:
+        raise CorruptImageError(f"{name}: {source_format} header is unreadable") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise CorruptImageError(f"{name}: {source_format} header is unreadable: {exc}") from exc
+
+    with image:
+        width, height = image.size
+        if width <= 0 or height <= 0:
+            raise CorruptImageError(f"{name}: {source_format} header gives size {width}x{height}")
+        if width * height > max_pixels:
+            raise DecompressionBombError(
+                f"{name}: {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}"
+            )
+        if source_format == "JPEG" and max(width, height) > max_side:
+            # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: big photos never hit full-size memory.
+            image.draft(None, _fit((width, height), max_side))
+        try:
+            image.load()
+            rgb = _to_rgb(ImageOps.exif_transpose(image))
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise CorruptImageError(f"{name}: {source_format} data cannot be decoded: {exc}") from exc
+
+    if max(rgb.size) > max_side:
+        rgb = rgb.resize(_fit(rgb.size, max_side), Image.Resampling.LANCZOS)
+    data_out, content_type, rgb = _encode(rgb, max_base64_chars)
+    return NormalizedImage(data_out, content_type, rgb.width, rgb.height, source_format)
+
+
+def _fit(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """Size with the longest side == max_side, aspect ratio kept (each side >= 1)."""
+    width, height = size
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        # 16-bit greyscale: keep the high byte rather than clipping everything to white.
+        image = image.convert("I").point(lambda value: value / 256).convert("L")
+    has_alpha = image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info
+    if has_alpha:
+        # Transparent areas become white (as a viewer would show them), not whatever
+        # colour happens to sit under alpha 0. Opaque pixels are unchanged.
+        rgba = image.convert("RGBA")
+        flattened = Image.alpha_composite(Image.new("RGBA", rgba.size, _WHITE), rgba)
+        return flattened.convert("RGB")
+    return image.convert("RGB")
+
+
+def _base64_len(n_bytes: int) -> int:
+    return 4 * math.ceil(n_bytes / 3)
+
+
+def _save(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def _encode(image: Image.Image, max_base64_chars: int) -> tuple[bytes, str, Image.Image]:
+    """PNG if it fits the budget (lossless), else the best JPEG quality that fits.
+
+    If even the lowest quality is too big (only possible with a large max side),
+    shrink and try again, so the budget always holds.
+    """
+    image.info.clear()  # drop EXIF/ICC/text chunks carried over by convert()
+    png = _save(image, "PNG")
+    if _base64_len(len(png)) <= max_base64_chars:
+        return png, "image/png", image
+    while True:
+        for quality in _JPEG_QUALITIES:
+            jpeg = _save(image, "JPEG", quality=quality)
+            if _base64_len(len(jpeg)) <= max_base64_chars:
+                return jpeg, "image/jpeg", image
+        smaller = (max(1, int(image.width * _FALLBACK_SHRINK)), max(1, int(image.height * _FALLBACK_SHRINK)))
+        image = image.resize(smaller, Image.Resampling.LANCZOS)

@@ -1,0 +1,411 @@
+"""serialize: S3 (moto) -> normalised base64 image, both event shapes, named errors, metrics."""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import zlib
+from urllib.parse import quote, quote_plus
+
+import boto3
+import pytest
+from moto import mock_aws
+from PIL import Image
+
+INTAKE_BUCKET = "scones-intake-123456789012-us-east-1"
+
+PAYLOAD_LIMIT_CHARS = 150_000
+
+
+# ---------- image builders ----------
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def noise(size: tuple[int, int], mode: str = "RGB") -> Image.Image:
+    """Incompressible content: the worst case for the payload budget."""
+    return Image.frombytes(mode, size, bytes(_random_bytes(size[0] * size[1] * len(mode))))
+
+
+def _random_bytes(n: int) -> bytes:
+    # Deterministic, fast pseudo-random bytes (no global random state).
+    out = bytearray()
+    seed = 12345
+    while len(out) < n:
+        seed = zlib.crc32(seed.to_bytes(4, "little")) or 1
+        out += seed.to_bytes(4, "little")
+    return bytes(out[:n])
+
+
+def png_with_claimed_size(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height (no pixel data needed)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 16)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def decode_output(result: dict) -> Image.Image:
+    image = Image.open(io.BytesIO(base64.b64decode(result["image_data"])))
+    image.load()
+    return image
+
+
+# ---------- fixtures ----------
+
+
+@pytest.fixture
+def s3():
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=INTAKE_BUCKET)
+        yield client
+
+
+@pytest.fixture
+def serialize(load_function, s3):
+    return load_function("serialize", ENDPOINT_NAME="scones-vehicle-classifier")
+
+
+@pytest.fixture
+def run(serialize, s3, lambda_context):
+    """Upload bytes under key, invoke with the workflow-state event, return the result."""
+
+    def invoke(body: bytes, key: str = "photos/upload.png", **extra):
+        s3.put_object(Bucket=INTAKE_BUCKET, Key=key, Body=body)
+        return serialize.lambda_handler({"s3_bucket": INTAKE_BUCKET, "s3_key": key, **extra}, lambda_context)
+
+    return invoke
+
+
+def eventbridge_event(encoded_key: str, size: int = 1234) -> dict:
+    return {
+        "version": "0",
+        "id": "17793124-05d4-b198-2fde-7ededc63b103",
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "account": "123456789012",
+        "time": "2025-11-20T14:03:27Z",
+        "region": "us-east-1",
+        "resources": [f"arn:aws:s3:::{INTAKE_BUCKET}"],
+        "detail": {
+            "version": "0",
+            "bucket": {"name": INTAKE_BUCKET},
+            "object": {"key": encoded_key, "size": size, "etag": "0" * 32, "sequencer": "617f08299329d189"},
+            "request-id": "N4N7GDK58NMKJ12R",
+            "requester": "123456789012",
+            "source-ip-address": "1.2.3.4",
+            "reason": "PutObject",
+        },
+    }
+
+
+# ---------- formats and colour modes ----------
+
+
+def test_small_png_stays_png_and_pixels_are_bit_exact(run):
+    # CIFAR images are 32x32 RGBA with alpha 255 everywhere: the model must see the same RGB.
+    rgb = noise((32, 32))
+    rgba = rgb.copy()
+    rgba.putalpha(255)
+    result = run(encode(rgba, "PNG"))
+    assert result["content_type"] == "image/png"
+    assert (result["width"], result["height"]) == (32, 32)
+    assert result["source_format"] == "PNG"
+    out = decode_output(result)
+    assert out.mode == "RGB"
+    assert out.tobytes() == rgb.tobytes()
+
+
+def test_jpeg_is_accepted_and_reported(run):
+    photo = Image.new("RGB", (200, 120), (10, 120, 200))
+    body = encode(photo, "JPEG", quality=92)
+    result = run(body, key="photos/car.jpg")
+    assert result["source_format"] == "JPEG"
+    assert result["source_bytes"] == len(body)
+    assert (result["width"], result["height"]) == (200, 120)
+    r, g, b = decode_output(result).getpixel((100, 60))
+    assert abs(r - 10) <= 3 and abs(g - 120) <= 3 and abs(b - 200) <= 3
+
+
+def test_lossless_webp_is_accepted_and_reencoded_losslessly(run):
+    image = noise((48, 40))
+    result = run(encode(image, "WEBP", lossless=True), key="photos/bike.webp")
+    assert result["source_format"] == "WEBP"
+    assert result["content_type"] == "image/png"
+    assert decode_output(result).tobytes() == image.tobytes()
+
+
+def test_transparent_pixels_become_white(run):
+    image = Image.new("RGBA", (10, 10), (200, 30, 40, 255))
+    image.putpixel((0, 0), (0, 0, 0, 0))  # fully transparent black
+    out = decode_output(run(encode(image, "PNG")))
+    assert out.getpixel((0, 0)) == (255, 255, 255)
+    assert out.getpixel((5, 5)) == (200, 30, 40)
+
+
+def test_palette_image_keeps_its_colours(run):
+    image = Image.new("P", (8, 8))
+    image.putpalette([255, 0, 0, 0, 255, 0] + [0] * 762)
+    image.putpixel((1, 1), 1)
+    out = decode_output(run(encode(image, "PNG")))
+    assert out.mode == "RGB"
+    assert out.getpixel((0, 0)) == (255, 0, 0)
+    assert out.getpixel((1, 1)) == (0, 255, 0)
+
+
+def test_greyscale_becomes_three_equal_channels(run):
+    out = decode_output(run(encode(Image.new("L", (16, 16), 77), "PNG")))
+    assert out.mode == "RGB"
+    assert out.getpixel((3, 3)) == (77, 77, 77)
+
+
+def test_sixteen_bit_greyscale_is_scaled_not_clipped(run):
+    image = Image.new("I;16", (4, 4), 32768)  # mid grey at 16 bits
+    out = decode_output(run(encode(image, "PNG")))
+    assert out.getpixel((0, 0)) == (128, 128, 128)
+
+
+def test_cmyk_jpeg_becomes_rgb(run):
+    image = Image.new("CMYK", (20, 20), (0, 255, 255, 0))  # red in CMYK
+    out = decode_output(run(encode(image, "JPEG", quality=95)))
+    r, g, b = out.getpixel((10, 10))
+    assert r > 200 and g < 50 and b < 50
+
+
+def test_exif_orientation_is_applied(run):
+    # Stored landscape: left half red, right half blue. Orientation 6 = "rotate 90 CW to view",
+    # so the viewer (and the model) must get a portrait with red on top.
+    stored = Image.new("RGB", (80, 40), (255, 0, 0))
+    stored.paste((0, 0, 255), (40, 0, 80, 40))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    result = run(encode(stored, "JPEG", quality=95, exif=exif.tobytes()), key="photos/phone.jpg")
+    assert (result["width"], result["height"]) == (40, 80)
+    out = decode_output(result)
+    top, bottom = out.getpixel((20, 10)), out.getpixel((20, 70))
+    assert top[0] > 200 and top[2] < 60
+    assert bottom[2] > 200 and bottom[0] < 60
+
+
+def test_output_carries_no_exif(run):
+    exif = Image.Exif()
+    exif[0x8825] = {1: "N"}  # GPS IFD
+    photo = Image.new("RGB", (20, 20), (1, 2, 3))
+    out = decode_output(run(encode(photo, "JPEG", exif=exif.tobytes())))
+    assert "exif" not in out.info
+    assert len(out.getexif()) == 0
+
+
+# ---------- size handling ----------
+
+
+def test_large_photo_is_downscaled_keeping_aspect_and_fits_the_payload(run):
+    body = encode(noise((3000, 2000)), "JPEG", quality=95)
+    result = run(body, key="photos/huge.jpg")
+    assert (result["width"], result["height"]) == (384, 256)
+    assert result["content_type"] == "image/jpeg"
+    assert len(result["image_data"]) <= PAYLOAD_LIMIT_CHARS
+    assert result["source_bytes"] == len(body)
+
+
+def test_large_noisy_png_switches_to_jpeg_to_fit_the_payload(run):
+    result = run(encode(noise((900, 600)), "PNG"))
+    assert max(result["width"], result["height"]) == 384
+    assert result["content_type"] == "image/jpeg"
+    assert len(result["image_data"]) <= PAYLOAD_LIMIT_CHARS
+
+
+def test_payload_bound_holds_even_with_a_large_output_side(load_function, s3, lambda_context):
+    serialize = load_function("serialize", MAX_OUTPUT_SIDE="1024")
+    s3.put_object(Bucket=INTAKE_BUCKET, Key="noise.png", Body=encode(noise((1024, 1024)), "PNG"))
+    result = serialize.lambda_handler({"s3_bucket": INTAKE_BUCKET, "s3_key": "noise.png"}, lambda_context)
+    assert len(result["image_data"]) <= PAYLOAD_LIMIT_CHARS
+    assert result["width"] == result["height"]
+
+
+def test_max_output_side_is_configurable(load_function, s3, lambda_context):
+    serialize = load_function("serialize", MAX_OUTPUT_SIDE="64")
+    s3.put_object(Bucket=INTAKE_BUCKET, Key="wide.png", Body=encode(Image.new("RGB", (300, 100), (9, 9, 9)), "PNG"))
+    result = serialize.lambda_handler({"s3_bucket": INTAKE_BUCKET, "s3_key": "wide.png"}, lambda_context)
+    assert (result["width"], result["height"]) == (64, 21)
+
+
+# ---------- event shapes and keys ----------
+
+AWKWARD_KEYS = [
+    "photos/my bike.png",
+    "photos/c++ bike+1.png",
+    "photos/vélo 自転車 🚲.png",
+    "photos/100%2Bbikes.png",  # a literal '%2B' in the key, not an encoded '+'
+    "photos/a&b=c;d:e,f?g@h$.png",
+]
+
+
+@pytest.mark.parametrize("key", AWKWARD_KEYS)
+def test_eventbridge_keys_are_url_decoded(serialize, s3, lambda_context, key):
+    s3.put_object(Bucket=INTAKE_BUCKET, Key=key, Body=encode(Image.new("RGB", (4, 4)), "PNG"))
+    result = serialize.lambda_handler(eventbridge_event(quote_plus(key)), lambda_context)
+    assert result["s3_key"] == key
+    assert result["s3_bucket"] == INTAKE_BUCKET
+    assert result["uploaded_at"] == "2025-11-20T14:03:27Z"
+
+
+def test_eventbridge_key_with_percent20_spaces_is_decoded(serialize, s3, lambda_context):
+    key = "photos/my bike.png"
+    s3.put_object(Bucket=INTAKE_BUCKET, Key=key, Body=encode(Image.new("RGB", (4, 4)), "PNG"))
+    result = serialize.lambda_handler(eventbridge_event(quote(key)), lambda_context)
+    assert result["s3_key"] == key
+
+
+@pytest.mark.parametrize("key", AWKWARD_KEYS)
+def test_workflow_state_keys_are_used_literally(run, key):
+    assert run(encode(Image.new("RGB", (4, 4)), "PNG"), key=key)["s3_key"] == key
+
+
+def test_eventbridge_output_is_the_normalised_state(serialize, s3, lambda_context):
+    s3.put_object(Bucket=INTAKE_BUCKET, Key="a.png", Body=encode(Image.new("RGB", (4, 4)), "PNG"))
+    result = serialize.lambda_handler(eventbridge_event("a.png"), lambda_context)
+    assert set(result) == {
+        "s3_bucket", "s3_key", "uploaded_at", "image_data", "content_type",
+        "width", "height", "source_bytes", "source_format", "inferences",
+    }  # fmt: skip
+    assert result["inferences"] == []
+
+
+def test_unknown_state_fields_pass_through_and_inferences_reset(run):
+    result = run(encode(Image.new("RGB", (4, 4)), "PNG"), trace_id="abc-123", inferences=[0.4, 0.6])
+    assert result["trace_id"] == "abc-123"
+    assert result["inferences"] == []
+
+
+# ---------- named errors ----------
+
+TRUNCATED_PNG = encode(noise((64, 64)), "PNG")[:-600]
+TRUNCATED_JPEG = encode(noise((64, 64)), "JPEG")[:-400]
+
+BAD_IMAGES = [
+    pytest.param(b"", "EmptyImageError", "empty", id="empty"),
+    pytest.param(b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", "UnsupportedImageTypeError", "GIF", id="gif"),
+    pytest.param(b"hello, this is not an image\n", "UnsupportedImageTypeError", "PNG, JPEG and WebP", id="text"),
+    pytest.param(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n", "UnsupportedImageTypeError", "PDF", id="pdf"),
+    pytest.param(TRUNCATED_PNG, "CorruptImageError", "PNG", id="truncated-png"),
+    pytest.param(TRUNCATED_JPEG, "CorruptImageError", "JPEG", id="truncated-jpeg"),
+    pytest.param(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "CorruptImageError", "PNG", id="png-magic-garbage"),
+    pytest.param(png_with_claimed_size(20_000, 20_000), "DecompressionBombError", "20000x20000", id="bomb"),
+]
+
+
+@pytest.mark.parametrize("body, error_name, message_part", BAD_IMAGES)
+def test_bad_images_raise_named_errors(run, body, error_name, message_part):
+    with pytest.raises(Exception) as caught:
+        run(body, key="photos/bad-upload.bin")
+    assert type(caught.value).__name__ == error_name
+    assert message_part in str(caught.value)
+
+
+def test_bad_image_errors_name_the_object(run):
+    with pytest.raises(Exception) as caught:
+        run(b"plain text", key="photos/notes.txt")
+    assert "photos/notes.txt" in str(caught.value)
+
+
+def test_too_large_is_refused_from_content_length(load_function, s3, lambda_context):
+    serialize = load_function("serialize", MAX_IMAGE_BYTES="1000")
+    s3.put_object(Bucket=INTAKE_BUCKET, Key="big.png", Body=encode(noise((40, 40)), "PNG"))
+    with pytest.raises(serialize.ImageTooLargeError, match="big.png.*limit"):
+        serialize.lambda_handler({"s3_bucket": INTAKE_BUCKET, "s3_key": "big.png"}, lambda_context)
+
+
+def test_pixel_limit_is_configurable(load_function, s3, lambda_context):
+    serialize = load_function("serialize", MAX_IMAGE_PIXELS="5000")
+    s3.put_object(Bucket=INTAKE_BUCKET, Key="p.png", Body=encode(Image.new("RGB", (100, 100)), "PNG"))
+    with pytest.raises(serialize.DecompressionBombError, match="10000 pixels"):
+        serialize.lambda_handler({"s3_bucket": INTAKE_BUCKET, "s3_key": "p.png"}, lambda_context)
+
+
+def test_missing_key_is_image_not_found(serialize, lambda_context):
+    with pytest.raises(serialize.ImageNotFoundError, match="photos/gone.png"):
+        serialize.lambda_handler({"s3_bucket": INTAKE_BUCKET, "s3_key": "photos/gone.png"}, lambda_context)
+
+
+def test_missing_bucket_is_image_not_found(serialize, lambda_context):
+    with pytest.raises(serialize.ImageNotFoundError, match="no-such-bucket-here"):
+        serialize.lambda_handler({"s3_bucket": "no-such-bucket-here", "s3_key": "a.png"}, lambda_context)
+
+
+MALFORMED_EVENTS = [
+    pytest.param([], id="list"),
+    pytest.param({}, id="empty"),
+    pytest.param({"s3_bucket": INTAKE_BUCKET}, id="no-key"),
+    pytest.param({"s3_key": "a.png"}, id="no-bucket"),
+    pytest.param({"s3_bucket": INTAKE_BUCKET, "s3_key": ""}, id="empty-key"),
+    pytest.param({"s3_bucket": INTAKE_BUCKET, "s3_key": 7}, id="key-not-string"),
+    pytest.param({"s3_bucket": INTAKE_BUCKET, "s3_key": "k" * 1025}, id="key-too-long"),
+    pytest.param({"Records": [{"s3": {"bucket": {"name": INTAKE_BUCKET}, "object": {"key": "a.png"}}}]}, id="s3-records"),
+    pytest.param({**eventbridge_event("a.png"), "detail-type": "Object Deleted"}, id="eb-deleted"),
+    pytest.param({**eventbridge_event("a.png"), "source": "aws.ec2"}, id="eb-wrong-source"),
+    pytest.param({**eventbridge_event("a.png"), "detail": {"bucket": {"name": INTAKE_BUCKET}}}, id="eb-no-object"),
+]
+
+
+@pytest.mark.parametrize("event", MALFORMED_EVENTS)
+def test_malformed_events_raise_invalid_event_error(serialize, lambda_context, event):
+    with pytest.raises(serialize.InvalidEventError):
+        serialize.lambda_handler(event, lambda_context)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"MAX_OUTPUT_SIDE": "abc"}, {"MAX_OUTPUT_SIDE": "8"}, {"MAX_IMAGE_BYTES": "-1"}, {"MAX_IMAGE_PIXELS": "1.5"}],
+)
+def test_bad_configuration_fails_at_cold_start(load_function, env):
+    with pytest.raises(Exception) as caught:
+        load_function("serialize", **env)
+    assert type(caught.value).__name__ == "ConfigurationError"
+    name, value = next(iter(env.items()))
+    assert name in str(caught.value) and value in str(caught.value)
+
+
+# ---------- metrics ----------
+
+
+def test_success_emits_received_and_bytes(run, emitted_metrics):
+    emitted_metrics()  # discard anything printed while setting up
+    body = encode(Image.new("RGB", (4, 4)), "PNG")
+    run(body)
+    metrics = {m["name"]: m for m in emitted_metrics()}
+    assert set(metrics) == {"ImagesReceived", "ImageBytes"}
+    assert metrics["ImagesReceived"]["value"] == 1 and metrics["ImagesReceived"]["unit"] == "Count"
+    assert metrics["ImageBytes"]["value"] == len(body) and metrics["ImageBytes"]["unit"] == "Bytes"
+    for metric in metrics.values():
+        assert metric["namespace"] == "SconesTest"
+        assert metric["dimensions"]["EndpointName"] == "scones-vehicle-classifier"
+
+
+def test_rejection_emits_a_metric_per_reason(run, emitted_metrics):
+    emitted_metrics()
+    with pytest.raises(Exception):
+        run(b"GIF89a....", key="photos/anim.gif")
+    rejected = [m for m in emitted_metrics() if m["name"] == "ImagesRejected"]
+    assert len(rejected) == 1
+    assert rejected[0]["value"] == 1 and rejected[0]["unit"] == "Count"
+    assert rejected[0]["dimensions"]["Reason"] == "UnsupportedImageTypeError"
+    assert rejected[0]["dimensions"]["EndpointName"] == "scones-vehicle-classifier"
+
+
+def test_no_endpoint_dimension_without_endpoint_name(load_function, s3, lambda_context, emitted_metrics):
+    serialize = load_function("serialize")
+    s3.put_object(Bucket=INTAKE_BUCKET, Key="a.png", Body=encode(Image.new("RGB", (4, 4)), "PNG"))
+    emitted_metrics()
+    serialize.lambda_handler({"s3_bucket": INTAKE_BUCKET, "s3_key": "a.png"}, lambda_context)
+    metrics = emitted_metrics()
+    assert metrics and all("EndpointName" not in m["dimensions"] for m in metrics)
