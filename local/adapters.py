@@ -1,0 +1,180 @@
+"""Adapters for the two pieces moto 5 lacks, both on botocore's public event hooks.
+
+1. Lambda code: moto runs Lambda functions only in Docker. ``LambdaInvokeBridge`` answers ``lambda:Invoke``
+   calls (Step Functions' lambda:invoke integration inside moto makes them with boto3) by running the
+   handler in a local worker process, before the request is sent.
+2. EventBridge -> Step Functions: moto's rules deliver to SQS, logs and buses but not to state machines
+   (a states target raises NotImplementedError inside moto and the event is dropped). ``StepFunctionsTargetRelay``
+   rewrites a rule's Step Functions target, as it is put, into a relay SQS queue, then starts the state
+   machine for every event that lands there, honouring the target's RetryPolicy and DeadLetterConfig.
+
+tests/integration/test_twin_adapters.py fails if a moto upgrade changes what these rely on.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+import boto3
+import botocore.session
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ClientError
+
+from local.lambda_runtime import LambdaRuntime
+
+log = logging.getLogger("twin.adapters")
+
+
+class _RawBody(io.BytesIO):
+    """The raw HTTP body botocore reads a response from (``read`` for streams, ``stream`` for the rest)."""
+
+    def stream(self, **_: Any):
+        yield self.getvalue()
+
+
+class LambdaInvokeBridge:
+    """A ``before-send.lambda.Invoke`` handler: returning a response there skips the HTTP request."""
+
+    def __init__(self, runtime: LambdaRuntime):
+        self.runtime = runtime
+
+    def install(self, session: botocore.session.Session | None = None) -> None:
+        """Hook every client made from ``session`` (default: boto3's default session, which moto's Step
+        Functions engine uses for its service integrations)."""
+        events = (session or _default_botocore_session()).get_component("event_emitter")
+        events.register("before-send.lambda.Invoke", self, unique_id="local-twin-lambda-bridge")
+
+    def __call__(self, request, **_: Any) -> AWSResponse | None:
+        function_name = request.url.split("/functions/", 1)[1].split("/", 1)[0]
+        pool = self.runtime.find(unquote(function_name))
+        if pool is None:
+            return None  # not one of ours: let the request go to moto as usual
+        body = request.body or b"{}"
+        event = json.loads(body.decode() if isinstance(body, bytes) else body or "{}")
+        result = pool.invoke(event)
+        headers = {"Content-Type": "application/json", "X-Amz-Executed-Version": "$LATEST"}
+        if result.function_error:
+            headers["X-Amz-Function-Error"] = result.function_error
+        payload = json.dumps(result.payload).encode()
+        return AWSResponse(request.url, 200, headers, _RawBody(payload))
+
+
+def _default_botocore_session() -> botocore.session.Session:
+    if boto3.DEFAULT_SESSION is None:
+        boto3.setup_default_session()
+    return boto3.DEFAULT_SESSION._session
+
+
+@dataclass
+class _Route:
+    rule: str
+    queue_url: str
+    state_machine_arn: str
+    max_attempts: int
+    max_age_s: int
+    dead_letter_arn: str | None
+
+
+class StepFunctionsTargetRelay:
+    """Delivers EventBridge rule matches to Step Functions through a relay queue moto can deliver to."""
+
+    def __init__(self, sqs, stepfunctions, *, poll_seconds: float = 0.2):
+        self._sqs = sqs
+        self._sfn = stepfunctions
+        self._poll_seconds = poll_seconds
+        self.routes: list[_Route] = []
+        self.started: list[dict[str, str]] = []  # {"execution_arn", "rule", "event_id"}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._listeners: list[Any] = []
+
+    def install(self, events_client) -> None:
+        events_client.meta.events.register("before-parameter-build.events.PutTargets", self._rewrite_targets,
+                                           unique_id="local-twin-sfn-relay")
+
+    def on_started(self, listener) -> None:
+        self._listeners.append(listener)
+
+    def _rewrite_targets(self, params: dict[str, Any], **_: Any) -> None:
+        for target in params.get("Targets", []):
+            if ":states:" not in target["Arn"] or ":stateMachine:" not in target["Arn"]:
+                continue
+            queue_name = f"twin-relay-{params['Rule']}"[:80]
+            queue_url = self._sqs.create_queue(QueueName=queue_name)["QueueUrl"]
+            queue_arn = self._sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            retry = target.get("RetryPolicy", {})
+            self.routes.append(_Route(
+                rule=params["Rule"], queue_url=queue_url, state_machine_arn=target["Arn"],
+                max_attempts=1 + int(retry.get("MaximumRetryAttempts", 185)),
+                max_age_s=int(retry.get("MaximumEventAgeInSeconds", 86400)),
+                dead_letter_arn=target.get("DeadLetterConfig", {}).get("Arn")))
+            log.info("rule %s: Step Functions target %s relayed through SQS %s", params["Rule"], target["Arn"], queue_name)
+            # moto delivers the (input-transformed) event to the queue; the relay does the rest.
+            target["Arn"] = queue_arn
+            for key in ("RoleArn", "RetryPolicy", "DeadLetterConfig"):
+                target.pop(key, None)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="twin-sfn-relay", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            moved = sum(self.relay_once(route) for route in self.routes)
+            if not moved:
+                self._stop.wait(self._poll_seconds)
+
+    def relay_once(self, route: _Route) -> int:
+        try:
+            messages = self._sqs.receive_message(QueueUrl=route.queue_url, MaxNumberOfMessages=10,
+                                                 AttributeNames=["SentTimestamp"]).get("Messages", [])
+        except Exception as exc:  # the emulator is shutting down or restarting
+            log.debug("relay poll failed: %s", exc)
+            return 0
+        for message in messages:
+            self._deliver(route, message)
+            self._sqs.delete_message(QueueUrl=route.queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return len(messages)
+
+    def _deliver(self, route: _Route, message: dict[str, Any]) -> None:
+        sent = int(message["Attributes"]["SentTimestamp"]) / 1000
+        event = json.loads(message["Body"])
+        error: Exception | None = None
+        for attempt in range(route.max_attempts):
+            if time.time() - sent > route.max_age_s:
+                break
+            try:
+                # EventBridge leaves the name to Step Functions, which makes a UUID; moto does not, so we do.
+                arn = self._sfn.start_execution(stateMachineArn=route.state_machine_arn, name=str(uuid.uuid4()),
+                                                input=message["Body"])["executionArn"]
+                record = {"execution_arn": arn, "rule": route.rule, "event_id": str(event.get("id", ""))}
+                self.started.append(record)
+                for listener in self._listeners:
+                    listener(record, event)
+                return
+            except ClientError as exc:
+                error = exc
+                time.sleep(min(0.1 * 2 ** attempt, 2))
+        log.error("rule %s: could not start %s (%s); event sent to the dead-letter queue", route.rule,
+                  route.state_machine_arn, error)
+        if route.dead_letter_arn:
+            name = route.dead_letter_arn.rsplit(":", 1)[1]
+            url = self._sqs.get_queue_url(QueueName=name)["QueueUrl"]
+            self._sqs.send_message(QueueUrl=url, MessageBody=message["Body"], MessageAttributes={
+                "RULE_ARN": {"DataType": "String", "StringValue": route.rule},
+                "TARGET_ARN": {"DataType": "String", "StringValue": route.state_machine_arn},
+                "ERROR_MESSAGE": {"DataType": "String", "StringValue": str(error or "maximum event age exceeded")[:1000]},
+            })

@@ -1,0 +1,87 @@
+"""Create a transformed template's resources in the emulated AWS services, as CloudFormation would.
+
+Only the resource types the workflow needs at run time are created; the rest (IAM, alarms, dashboard,
+SNS, log groups, policies) are listed as not emulated. Functions are handed to the local Lambda runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from local.lambda_runtime import LambdaRuntime, LocalFunction
+from local.template import Stack, state_machine_definition
+
+log = logging.getLogger("twin.deploy")
+
+CREATED_TYPES = ("AWS::S3::Bucket", "AWS::SQS::Queue", "AWS::DynamoDB::Table", "AWS::Lambda::Function",
+                 "AWS::StepFunctions::StateMachine", "AWS::Events::Rule")
+
+
+@dataclass
+class Deployment:
+    stack: Stack
+    outputs: dict[str, str]
+    functions: dict[str, LocalFunction] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # logical id -> type
+
+
+def deploy(stack: Stack, clients, runtime: LambdaRuntime) -> Deployment:
+    """``clients(service)`` returns a boto3 client for the emulator."""
+    deployment = Deployment(stack=stack, outputs={})
+    for lid, resource in stack.resources.items():
+        if resource["Type"] not in CREATED_TYPES:
+            deployment.skipped[lid] = resource["Type"]
+    for lid in stack.of_type("AWS::S3::Bucket"):
+        _bucket(clients("s3"), stack.physical_ids[lid], stack.properties(lid))
+    for lid in stack.of_type("AWS::SQS::Queue"):
+        props = stack.properties(lid)
+        attributes = {k: str(props[k]) for k in ("MessageRetentionPeriod", "VisibilityTimeout", "DelaySeconds") if k in props}
+        clients("sqs").create_queue(QueueName=stack.physical_ids[lid], Attributes=attributes)
+    for lid in stack.of_type("AWS::DynamoDB::Table"):
+        props = stack.properties(lid)
+        clients("dynamodb").create_table(TableName=stack.physical_ids[lid], KeySchema=props["KeySchema"],
+                                         AttributeDefinitions=props["AttributeDefinitions"],
+                                         BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"))
+    for lid in stack.of_type("AWS::Lambda::Function"):
+        function = _function(stack, lid)
+        runtime.add(function)
+        deployment.functions[lid] = function
+    for lid in stack.of_type("AWS::StepFunctions::StateMachine"):
+        props = stack.properties(lid)
+        clients("stepfunctions").create_state_machine(
+            name=stack.physical_ids[lid], definition=state_machine_definition(stack, lid), roleArn=props["RoleArn"],
+            type=props.get("StateMachineType", "STANDARD"))
+    for lid in stack.of_type("AWS::Events::Rule"):
+        props = stack.properties(lid)
+        events = clients("events")
+        name = stack.physical_ids[lid]
+        events.put_rule(Name=name, EventPattern=json.dumps(props["EventPattern"]),
+                        State=props.get("State", "ENABLED"), EventBusName=props.get("EventBusName", "default"))
+        events.put_targets(Rule=name, EventBusName=props.get("EventBusName", "default"), Targets=props["Targets"])
+    deployment.outputs = {k: str(stack.resolve(v["Value"])) for k, v in stack.outputs.items()
+                          if stack.conditions.get(v.get("Condition", ""), True)}
+    log.info("deployed %s: %d resources created, %d not emulated (%s)", stack.name,
+             len(stack.resources) - len(deployment.skipped), len(deployment.skipped),
+             ", ".join(sorted(set(deployment.skipped.values()))))
+    return deployment
+
+
+def _bucket(s3, name: str, props: dict[str, Any]) -> None:
+    # Encryption, public-access block and policies change nothing on a loopback emulator: not emulated.
+    s3.create_bucket(Bucket=name)
+    if props.get("NotificationConfiguration", {}).get("EventBridgeConfiguration", {}).get("EventBridgeEnabled"):
+        s3.put_bucket_notification_configuration(
+            Bucket=name, NotificationConfiguration={"EventBridgeConfiguration": {}})
+
+
+def _function(stack: Stack, logical_id: str) -> LocalFunction:
+    props = stack.properties(logical_id)
+    name = stack.physical_ids[logical_id]
+    return LocalFunction(
+        name=name, arn=stack.get_att(logical_id, "Arn"), code_dir=stack.code_dirs[logical_id],
+        handler=props["Handler"],
+        environment={k: str(v) for k, v in props.get("Environment", {}).get("Variables", {}).items()},
+        timeout_s=float(props.get("Timeout", 3)), memory_mb=int(props.get("MemorySize", 128)))

@@ -1,0 +1,254 @@
+"""Read template.yaml the way CloudFormation would: SAM transform, parameters, intrinsic functions.
+
+The twin takes every name, setting and wiring from here, so template.yaml stays the single source.
+Only local paths are special: CodeUri and DefinitionUri point at folders/files in the repository.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from samtranslator.parser.parser import Parser
+from samtranslator.translator.translator import Translator
+from samtranslator.yaml_helper import yaml_parse
+
+ACCOUNT_ID = "123456789012"  # moto's default account
+PLACEHOLDER_CODE_BUCKET = "local-twin-code"
+
+
+class TemplateError(Exception):
+    """The template uses something the twin cannot resolve."""
+
+
+class _AwsManagedPolicies(dict):
+    """SAM asks IAM for managed-policy ARNs; offline, AWS managed policies have well-known ARNs."""
+
+    def __missing__(self, name: str) -> str:
+        return f"arn:aws:iam::aws:policy/{name}"
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and "/" not in name and ":" not in name
+
+
+def _aws_managed_policies() -> dict[str, str]:
+    return _AwsManagedPolicies()
+
+
+@dataclass
+class Stack:
+    """The transformed template with physical names for a stack called ``name`` in ``region``."""
+
+    name: str
+    region: str
+    root: Path
+    resources: dict[str, dict[str, Any]]
+    parameters: dict[str, Any]
+    conditions: dict[str, bool] = field(default_factory=dict)
+    code_dirs: dict[str, Path] = field(default_factory=dict)
+    definition_files: dict[str, Path] = field(default_factory=dict)
+    physical_ids: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    # Where the emulator serves SQS queue URLs (Ref of a queue), e.g. "http://127.0.0.1:4566".
+    queue_url_base: str | None = None
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, template_path: Path, *, name: str, region: str, parameters: dict[str, str]) -> "Stack":
+        template_path = Path(template_path).resolve()
+        root = template_path.parent
+        raw = yaml_parse(template_path.read_text())
+        code_dirs, definition_files = _inline_local_paths(raw, root)
+        declared = raw.get("Parameters", {})
+        unknown = set(parameters) - set(declared)
+        if unknown:
+            raise TemplateError(f"unknown template parameters: {', '.join(sorted(unknown))}")
+        values = {k: v["Default"] for k, v in declared.items() if "Default" in v}
+        values.update(parameters)
+        missing = [k for k in declared if k not in values]
+        if missing:
+            raise TemplateError(f"parameters without a value: {', '.join(missing)}")
+        pseudo = {"AWS::Region": region, "AWS::AccountId": ACCOUNT_ID, "AWS::Partition": "aws",
+                  "AWS::StackName": name, "AWS::URLSuffix": "amazonaws.com"}
+        # The same translator `sam build` and cfn-lint use; its session only supplies the region.
+        translator = Translator(None, Parser(), boto_session=boto3.session.Session(region_name=region))
+        transformed = translator.translate(raw, parameter_values={**values, **pseudo},
+                                           get_managed_policy_map=_aws_managed_policies)
+        stack = cls(name=name, region=region, root=root, resources=transformed["Resources"],
+                    parameters={**values, **pseudo})
+        # SAM names generated resources after their source, so map code dirs onto the translated logical ids.
+        stack.code_dirs = {lid: code_dirs[lid] for lid in code_dirs if lid in stack.resources}
+        stack.definition_files = definition_files
+        stack.outputs = transformed.get("Outputs", {})
+        stack.conditions = {k: bool(stack.resolve(v)) for k, v in transformed.get("Conditions", {}).items()}
+        stack.physical_ids = {lid: stack._physical_id(lid, res) for lid, res in stack.resources.items()}
+        return stack
+
+    def of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
+        return {lid: r for lid, r in self.resources.items()
+                if r["Type"] == resource_type and self.conditions.get(r.get("Condition", ""), True)}
+
+    def properties(self, logical_id: str) -> dict[str, Any]:
+        return self.resolve(self.resources[logical_id].get("Properties", {}))
+
+    # ------------------------------------------------------------------ names and attributes
+    def _physical_id(self, logical_id: str, resource: dict[str, Any]) -> str:
+        """Stable names (same stack name -> same names), shaped like CloudFormation's generated ones."""
+        props = resource.get("Properties", {})
+        explicit = {"AWS::S3::Bucket": "BucketName", "AWS::SQS::Queue": "QueueName",
+                    "AWS::DynamoDB::Table": "TableName", "AWS::Lambda::Function": "FunctionName",
+                    "AWS::StepFunctions::StateMachine": "StateMachineName", "AWS::Events::Rule": "Name",
+                    "AWS::Logs::LogGroup": "LogGroupName"}.get(resource["Type"])
+        if explicit and explicit in props:
+            return str(self.resolve(props[explicit]))
+        suffix = hashlib.sha256(f"{self.name}/{logical_id}".encode()).hexdigest()[:12].upper()
+        name = f"{self.name}-{logical_id}-{suffix}"
+        if resource["Type"] == "AWS::S3::Bucket":
+            return name.lower()[:63]
+        return name[:64]
+
+    def ref(self, logical_id: str) -> str:
+        if logical_id in self.parameters:
+            return self.parameters[logical_id]
+        if logical_id not in self.resources:
+            raise TemplateError(f"Ref to unknown resource {logical_id}")
+        kind, pid = self.resources[logical_id]["Type"], self.physical_ids[logical_id]
+        return {
+            "AWS::SQS::Queue": f"{self.queue_url_base or f'https://sqs.{self.region}.amazonaws.com'}/{ACCOUNT_ID}/{pid}",
+            "AWS::StepFunctions::StateMachine": self.arn("states", f"stateMachine:{pid}"),
+            "AWS::SNS::Topic": self.arn("sns", pid),
+        }.get(kind, pid)
+
+    def arn(self, service: str, resource: str) -> str:
+        if service == "s3":
+            return f"arn:aws:s3:::{resource}"
+        return f"arn:aws:{service}:{self.region}:{ACCOUNT_ID}:{resource}"
+
+    def get_att(self, logical_id: str, attribute: str) -> str:
+        kind, pid = self.resources[logical_id]["Type"], self.physical_ids[logical_id]
+        if attribute == "Arn":
+            return {
+                "AWS::S3::Bucket": self.arn("s3", pid),
+                "AWS::SQS::Queue": self.arn("sqs", pid),
+                "AWS::DynamoDB::Table": self.arn("dynamodb", f"table/{pid}"),
+                "AWS::Lambda::Function": self.arn("lambda", f"function:{pid}"),
+                "AWS::StepFunctions::StateMachine": self.arn("states", f"stateMachine:{pid}"),
+                "AWS::Logs::LogGroup": self.arn("logs", f"log-group:{pid}:*"),
+                "AWS::IAM::Role": f"arn:aws:iam::{ACCOUNT_ID}:role/{pid}",
+                "AWS::CloudWatch::Alarm": self.arn("cloudwatch", f"alarm:{pid}"),
+                "AWS::Events::Rule": self.arn("events", f"rule/{pid}"),
+            }.get(kind) or _unsupported(logical_id, attribute)
+        if attribute in ("QueueName", "Name"):
+            return pid
+        if attribute == "QueueUrl":
+            return self.ref(logical_id)
+        return _unsupported(logical_id, attribute)
+
+    # ------------------------------------------------------------------ intrinsic functions
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [v for v in (self.resolve(v) for v in value) if v is not _NO_VALUE]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            (key, arg), = value.items()
+            fn = _INTRINSICS.get(key)
+            if fn:
+                return fn(self, arg)
+        return {k: r for k, r in ((k, self.resolve(v)) for k, v in value.items()) if r is not _NO_VALUE}
+
+    def _ref(self, name: str) -> Any:
+        return _NO_VALUE if name == "AWS::NoValue" else self.ref(name)
+
+    def _get_att(self, arg: Any) -> str:
+        logical_id, attribute = arg.split(".", 1) if isinstance(arg, str) else arg
+        return self.get_att(logical_id, self.resolve(attribute))
+
+    def _sub(self, arg: Any) -> str:
+        text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], self.resolve(arg[1]))
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name.startswith("!"):
+                return "${" + name[1:] + "}"
+            if name in variables:
+                return str(variables[name])
+            if "." in name and name.split(".", 1)[0] in self.resources:
+                return str(self.get_att(*name.split(".", 1)))
+            return str(self.ref(name))
+
+        return re.sub(r"\$\{([^}]+)\}", replace, text)
+
+    def _if(self, arg: list[Any]) -> Any:
+        condition, if_true, if_false = arg
+        return self.resolve(if_true if self.conditions[condition] else if_false)
+
+
+_NO_VALUE = object()
+
+
+def _unsupported(logical_id: str, attribute: str) -> str:
+    raise TemplateError(f"the twin cannot resolve Fn::GetAtt {logical_id}.{attribute}")
+
+
+_INTRINSICS = {
+    "Ref": lambda s, a: s._ref(a),
+    "Fn::GetAtt": lambda s, a: s._get_att(a),
+    "Fn::Sub": lambda s, a: s._sub(a),
+    "Fn::Join": lambda s, a: a[0].join(str(x) for x in s.resolve(a[1])),
+    "Fn::Select": lambda s, a: s.resolve(a[1])[int(s.resolve(a[0]))],
+    "Fn::Split": lambda s, a: s.resolve(a[1]).split(a[0]),
+    "Fn::If": lambda s, a: s._if(a),
+    "Fn::Equals": lambda s, a: s.resolve(a[0]) == s.resolve(a[1]),
+    "Fn::Not": lambda s, a: not s.resolve(a[0]),
+    "Fn::And": lambda s, a: all(s.resolve(x) for x in a),
+    "Fn::Or": lambda s, a: any(s.resolve(x) for x in a),
+    "Condition": lambda s, a: s.conditions[a],
+}
+
+
+def _inline_local_paths(raw: dict[str, Any], root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Replace local CodeUri/DefinitionUri with what the transform accepts offline, remembering the paths.
+
+    `sam build`/`sam package` do the same job by uploading; the twin runs the code in place instead.
+    """
+    code_dirs: dict[str, Path] = {}
+    definition_files: dict[str, Path] = {}
+    globals_code = raw.get("Globals", {}).get("Function", {}).get("CodeUri")
+    for logical_id, resource in raw.get("Resources", {}).items():
+        props = resource.setdefault("Properties", {})
+        if resource.get("Type") == "AWS::Serverless::Function":
+            code_uri = props.get("CodeUri", globals_code)
+            if not isinstance(code_uri, str) or code_uri.startswith("s3://"):
+                raise TemplateError(f"{logical_id}: the twin runs local code only (CodeUri must be a folder)")
+            code_dirs[logical_id] = (root / code_uri).resolve()
+            props["CodeUri"] = f"s3://{PLACEHOLDER_CODE_BUCKET}/{logical_id}.zip"
+        elif resource.get("Type") == "AWS::Serverless::StateMachine" and isinstance(props.get("DefinitionUri"), str):
+            path = (root / props.pop("DefinitionUri")).resolve()
+            definition_files[logical_id] = path
+            props["Definition"] = json.loads(path.read_text())
+    return code_dirs, definition_files
+
+
+def state_machine_definition(stack: Stack, logical_id: str) -> str:
+    """The definition string with DefinitionSubstitutions applied, as Step Functions receives it."""
+    props = stack.properties(logical_id)
+    definition = props.get("DefinitionString")
+    if definition is None:
+        definition = json.dumps(props["Definition"])
+    substitutions = props.get("DefinitionSubstitutions", {})
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in substitutions:
+            raise TemplateError(f"{logical_id}: ${{{name}}} has no DefinitionSubstitutions entry")
+        return str(substitutions[name])
+
+    return re.sub(r"\$\{([^}]+)\}", replace, definition)
+
+

@@ -1,0 +1,214 @@
+"""The local twin: template.yaml, the ASL file and the handlers, running on one machine without AWS or Docker.
+
+moto in server mode emulates S3, EventBridge, Step Functions, DynamoDB and SQS on one port, so any AWS
+client (the AWS CLI, boto3) can talk to it; training.serve serves the shipped model as the SageMaker
+endpoint; local.lambda_runtime runs the functions; local.adapters bridges what moto lacks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import requests
+from botocore.config import Config
+from moto.server import ThreadedMotoServer
+
+from local.adapters import LambdaInvokeBridge, StepFunctionsTargetRelay
+from local.deploy import Deployment, deploy
+from local.lambda_runtime import LambdaRuntime
+from local.template import Stack
+from training.capture import CaptureConfig
+from training.serve import EndpointServer, start_endpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("twin")
+
+REGION = "us-east-1"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local-twin", "AWS_SECRET_ACCESS_KEY": "local-twin", "AWS_SESSION_TOKEN": "local-twin"}
+DEFAULT_ENDPOINT_NAME = "vehicle-classifier"
+
+
+@dataclass
+class TwinSettings:
+    port: int = 4566
+    endpoint_port: int = 0
+    stack_name: str = "scones-twin"
+    template: Path = ROOT / "template.yaml"
+    model_dir: Path | None = None
+    capture_dir: Path | None = None
+    parameters: dict[str, str] = field(default_factory=dict)
+    lambda_concurrency: int = 4
+
+
+@dataclass
+class ExecutionEvent:
+    execution_arn: str
+    bucket: str
+    key: str
+    status: str  # SUCCEEDED / FAILED / TIMED_OUT / ABORTED
+    output: dict[str, Any] | None
+    seconds: float
+
+
+class Twin:
+    def __init__(self, settings: TwinSettings | None = None):
+        self.settings = settings or TwinSettings()
+        self.url = f"http://127.0.0.1:{self.settings.port}"
+        self.metrics: list[dict[str, Any]] = []  # every EMF document the functions printed
+        self.deployment: Deployment | None = None
+        self.endpoint: EndpointServer | None = None
+        self._moto: ThreadedMotoServer | None = None
+        self._runtime: LambdaRuntime | None = None
+        self._relay: StepFunctionsTargetRelay | None = None
+        self._watch: dict[str, tuple[str, str, float]] = {}
+        self._watch_lock = threading.Lock()
+        self._listeners: list[Callable[[ExecutionEvent], None]] = []
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ clients
+    def client(self, service: str):
+        """A boto3 client for the emulated services, configured as a user's would be."""
+        return boto3.client(service, endpoint_url=self.url, region_name=REGION,
+                            aws_access_key_id="local-twin", aws_secret_access_key="local-twin",
+                            config=Config(retries={"mode": "standard", "max_attempts": 3}))
+
+    @property
+    def outputs(self) -> dict[str, str]:
+        return self.deployment.outputs
+
+    @property
+    def endpoint_name(self) -> str:
+        return self.deployment.stack.parameters["EndpointName"]
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> "Twin":
+        s = self.settings
+        # moto's Step Functions engine calls the other services over HTTP on MOTO_PORT, with boto3.
+        os.environ["MOTO_PORT"] = str(s.port)
+        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=s.port, verbose=False)
+        self._moto.start()
+        requests.post(f"{self.url}/moto-api/config", json={"stepfunctions": {"execute_state_machine": True}}, timeout=5).raise_for_status()
+
+        parameters = {"EndpointName": DEFAULT_ENDPOINT_NAME, **s.parameters}
+        stack = Stack.load(s.template, name=s.stack_name, region=REGION, parameters=parameters)
+        stack.queue_url_base = self.url
+        capture = CaptureConfig(destination=str(s.capture_dir), sampling_percentage=100) if s.capture_dir else None
+        self.endpoint = start_endpoint(s.model_dir or ROOT / "training" / "model", port=s.endpoint_port,
+                                       endpoint_name=stack.parameters["EndpointName"], capture=capture,
+                                       region=REGION)
+        # Handlers reach AWS only through the standard configuration, exactly as in Lambda.
+        base_env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "TZ": "UTC",
+            "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, **CREDENTIALS,
+            "AWS_ENDPOINT_URL": self.url, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.endpoint.url,
+            "AWS_LAMBDA_RUNTIME_API": "local-twin", "AWS_EXECUTION_ENV": "AWS_Lambda_python_local_twin",
+        }
+        self._runtime = LambdaRuntime(base_env=base_env, concurrency=s.lambda_concurrency, on_output=self._function_output)
+        LambdaInvokeBridge(self._runtime).install()
+        self._relay = StepFunctionsTargetRelay(self.client("sqs"), self.client("stepfunctions"))
+        events = self.client("events")
+        self._relay.install(events)
+        self._relay.on_started(self._track)
+        self.deployment = deploy(stack, lambda service: events if service == "events" else self.client(service), self._runtime)
+        self._runtime.warm_up()
+        self._relay.start()
+        self._watcher = threading.Thread(target=self._watch_executions, name="twin-watcher", daemon=True)
+        self._watcher.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._relay:
+            self._relay.stop()
+        if self._watcher:
+            self._watcher.join(timeout=5)
+        if self._runtime:
+            self._runtime.close()
+        if self.endpoint:
+            self.endpoint.stop()
+        if self._moto:
+            self._moto.stop()
+
+    def __enter__(self) -> "Twin":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def restart_endpoint(self) -> None:
+        """Bring the endpoint back on the same port after ``self.endpoint.stop()``."""
+        old = self.endpoint
+        self.endpoint = start_endpoint(old.model_dir, port=old.port, endpoint_name=old.endpoint_name,
+                                       capture=old.capture.config if old.capture else None, region=REGION)
+
+    # ------------------------------------------------------------------ observing the flow
+    def on_execution_done(self, listener: Callable[[ExecutionEvent], None]) -> None:
+        self._listeners.append(listener)
+
+    def _function_output(self, function: str, line: str) -> None:
+        short = function.split("-")[-2] if function.count("-") >= 2 else function
+        try:
+            document = json.loads(line)
+        except ValueError:
+            log.info("[%s] %s", short, line)
+            return
+        if isinstance(document, dict) and "_aws" in document:
+            self.metrics.append(document)
+            names = [m["Name"] for d in document["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]]
+            values = " ".join(f"{n}={document.get(n)}" for n in names)
+            dims = " ".join(f"{k}={document[k]}" for d in document["_aws"]["CloudWatchMetrics"]
+                            for ds in d["Dimensions"] for k in ds if k not in ("service",))
+            log.info("[%s] metric %s (%s)", short, values, dims)
+        elif isinstance(document, dict) and "message" in document:
+            where = f" s3://{document['s3_bucket']}/{document['s3_key']}" if "s3_key" in document else ""
+            log.info("[%s] %s %s%s", short, document.get("level", ""), document["message"], where)
+        else:
+            log.info("[%s] %s", short, line)
+
+    def _track(self, record: dict[str, str], event: dict[str, Any]) -> None:
+        detail = event.get("detail", {})
+        bucket, key = detail.get("bucket", {}).get("name", "?"), detail.get("object", {}).get("key", "?")
+        log.info("started %s for s3://%s/%s", record["execution_arn"].rsplit(":", 1)[-1], bucket, key)
+        with self._watch_lock:
+            self._watch[record["execution_arn"]] = (bucket, key, time.monotonic())
+
+    def _watch_executions(self) -> None:
+        sfn = self.client("stepfunctions")
+        while not self._stop.wait(0.25):
+            with self._watch_lock:
+                pending = list(self._watch.items())
+            for arn, (bucket, key, started) in pending:
+                try:
+                    described = sfn.describe_execution(executionArn=arn)
+                except Exception as exc:  # the emulator is going away
+                    log.debug("describe_execution failed: %s", exc)
+                    continue
+                if described["status"] == "RUNNING":
+                    continue
+                with self._watch_lock:
+                    self._watch.pop(arn, None)
+                output = json.loads(described["output"]) if described.get("output") else None
+                done = ExecutionEvent(arn, bucket, key, described["status"], output, time.monotonic() - started)
+                summary = (f"{output.get('outcome')} {output.get('label')} {output.get('confidence', 0):.3f}"
+                           if output else described.get("error", ""))
+                log.info("%s %s s3://%s/%s: %s (%.2fs)", "done" if done.status == "SUCCEEDED" else "FAILED",
+                         arn.rsplit(":", 1)[-1], bucket, key, summary, done.seconds)
+                for listener in self._listeners:
+                    listener(done)
+
+    # ------------------------------------------------------------------ results
+    def results(self) -> list[dict[str, Any]]:
+        """Every item of the results table, with numbers and JSON attributes decoded."""
+        from local.results import scan_results
+
+        return scan_results(self.client("dynamodb"), self.outputs["ResultsTableName"])
