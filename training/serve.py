@@ -145,6 +145,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str):
         self._started = time.perf_counter()
         self._request_id = None
+        self._body_read = False
         ep = self.server.endpoint
         path = self.path.split("?", 1)[0]
         try:
@@ -183,31 +184,50 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self, runtime: bool = False) -> bytes:
         limit = self.server.endpoint.max_payload_bytes
+        length = self._content_length()
+        if length > limit:
+            # The runtime's own wording, as botocore reports it: "An error occurred (413) ...".
+            message = (f"HTTP content length exceeded {limit} bytes." if runtime else
+                       f"payload of {length} bytes is larger than the {limit}-byte limit")
+            raise _Answer(413, message)
+        body = self.rfile.read(length)
+        self._body_read = True
+        if len(body) != length:
+            raise _Answer(400, f"request body ended after {len(body)} of {length} bytes")
+        return body
+
+    def _content_length(self) -> int:
         raw = self.headers.get("Content-Length")
         if raw is None:
             raise _Answer(411, "Content-Length is required")
         try:
             length = int(raw)
         except ValueError:
-            raise _Answer(400, f"invalid Content-Length {raw!r}") from None
+            length = -1
         if length < 0:
             raise _Answer(400, f"invalid Content-Length {raw!r}")
-        if length > limit:
-            self.close_connection = True
-            if length <= _DRAIN_LIMIT:
-                remaining = length
-                while remaining > 0:
-                    chunk = self.rfile.read(min(remaining, 1 << 20))
-                    if not chunk:
-                        break
-                    remaining -= len(chunk)
-            # The runtime's own wording, as botocore reports it: "An error occurred (413) ...".
-            message = (f"HTTP content length exceeded {limit} bytes." if runtime else
-                       f"payload of {length} bytes is larger than the {limit}-byte limit")
-            raise _Answer(413, message)
-        return self.rfile.read(length)
+        return length
+
+    def _discard_body(self):
+        """Read an unread body before answering: closing a socket with unread input sends a TCP
+        reset, which can destroy the answer before the client reads it."""
+        self._body_read = True
+        self.close_connection = True
+        try:
+            remaining = self._content_length()
+        except _Answer:
+            return
+        if remaining > _DRAIN_LIMIT:
+            return  # not worth reading; the client may see a reset
+        while remaining > 0:
+            chunk = self.rfile.read(min(remaining, 1 << 20))
+            if not chunk:
+                break
+            remaining -= len(chunk)
 
     def _answer(self, answer: _Answer, runtime: bool):
+        if not self._body_read:
+            self._discard_body()
         headers = dict(answer.headers)
         if runtime and answer.error_type:
             # botocore takes the error code from this header and the message from "message".

@@ -153,6 +153,27 @@ def test_unknown_endpoint_name_is_validation_error(server, runtime):
     assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
 
 
+def test_refusal_before_reading_a_large_body_still_reaches_the_client(server, runtime):
+    body = b"\0" * (5 * 1024 * 1024)  # refused on the endpoint name alone, before the body is read
+    for _ in range(3):
+        with pytest.raises(ClientError) as err:
+            runtime.invoke_endpoint(EndpointName="no-such-endpoint", ContentType="image/png", Body=body)
+        assert err.value.response["Error"]["Code"] == "ValidationError"
+
+
+def test_missing_content_length_is_refused(server):
+    import socket
+
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(b"POST /invocations HTTP/1.0\r\nContent-Type: image/png\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split()[1] == b"411"
+    assert json.loads(body)["message"] == "Content-Length is required"
+
+
 @pytest.mark.parametrize("body,ctype,original", [
     (b"1,2", "text/csv", 415),
     (b"garbage bytes", "image/jpeg", 400),
