@@ -38,6 +38,8 @@ from typing import IO, Iterable, Iterator
 import numpy as np
 from PIL import Image
 
+from .sagemaker_context import LaunchError, parse_s3_uri
+
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 # Published on https://www.cs.toronto.edu/~kriz/cifar.html for the python version.
 CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
@@ -400,15 +402,6 @@ def stage(examples: Iterable[Example], out: Path, *, validation_fraction: float 
 # --------------------------------------------------------------------------- S3 upload
 
 
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://") or len(uri) <= 5:
-        raise StageDataError(f"not an S3 URI: {uri!r} (expected s3://bucket/prefix)")
-    bucket, _, prefix = uri[5:].partition("/")
-    if not bucket:
-        raise StageDataError(f"not an S3 URI: {uri!r} (expected s3://bucket/prefix)")
-    return bucket, prefix.strip("/")
-
-
 def channel_layout(staged: Path) -> list[tuple[Path, str]]:
     """(local file, S3 key below the prefix) pairs for the built-in algorithm's channels."""
     staged = Path(staged)
@@ -510,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
             n = upload(args.out, args.s3_uri)
             print(f"uploaded {n} objects to {args.s3_uri.rstrip('/')}/"
                   "{train,validation,train_lst,validation_lst,test,test_lst}")
-    except StageDataError as exc:
+    except (StageDataError, LaunchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -1,0 +1,278 @@
+"""Deploy a model to a SageMaker endpoint with data capture and target-tracking autoscaling.
+
+Ours: the exported ONNX model (model.onnx + metadata.json) is packed into model.tar.gz together
+with code/ (training.sagemaker_inference and the training modules it imports, plus a
+requirements.txt) and served by the SageMaker PyTorch inference container. The built-in
+algorithm's model.tar.gz is served by its own image as it is. Either way the endpoint answers an
+image with the JSON list of class probabilities, which is what the classify Lambda expects.
+
+Hosting resources are created with the plain SageMaker API (CreateModel, CreateEndpointConfig,
+CreateEndpoint) and scaling with Application Auto Scaling; the SDK v3 supplies the image URIs.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import re
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .sagemaker_context import LaunchError, parse_s3_uri, region_of, s3_join
+from .sagemaker_train import BUILTIN_ALGORITHM, PYTORCH_PY_VERSION, PYTORCH_VERSION
+
+VARIANT_NAME = "AllTraffic"
+# Our ONNX model needs ~10 ms of one CPU per 32x32 image: the smallest general-purpose instance
+# serves it; scale out instead of up.
+DEFAULT_INSTANCE_TYPE = "ml.m5.large"
+HANDLER_MODULE = "training.sagemaker_inference"
+CODE_DIR = "code"
+# Installed by the inference container at start-up (torch and numpy are already in the image).
+INFERENCE_REQUIREMENTS = ("onnxruntime>=1.20,<2", "pillow>=10,<14")
+SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+ENDPOINT_NAME_PATTERN = re.compile(r"^[a-z0-9](-*[a-z0-9]){0,62}$")  # as template.yaml allows
+TRAINING_DIR = Path(__file__).resolve().parent
+
+
+@dataclass
+class CaptureSettings:
+    destination_uri: str
+    sampling_percent: int = 100
+    # Types listed here are stored as text; anything else (image/png, image/jpeg) is stored
+    # base64-encoded, which is SageMaker's default for binary payloads.
+    json_content_types: list[str] = field(default_factory=lambda: ["application/json"])
+    csv_content_types: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ScalingSettings:
+    min_capacity: int = 1
+    max_capacity: int = 3
+    target_invocations_per_instance: float = 600.0  # per minute: ~10 requests/s per instance
+    scale_in_cooldown: int = 300
+    scale_out_cooldown: int = 60
+
+
+@dataclass
+class DeployRequest:
+    endpoint_name: str
+    role: str
+    artifact_uri: str  # s3://bucket/prefix: uploaded model.tar.gz goes below it
+    model_dir: Path | None = None  # our exported model (model.onnx + metadata.json)
+    model_data: str | None = None  # s3://.../model.tar.gz from a training job
+    algorithm: str = "pytorch"  # "pytorch" (ours, ONNX in the PyTorch container) | "builtin"
+    instance_type: str = DEFAULT_INSTANCE_TYPE
+    initial_instance_count: int = 1
+    capture: CaptureSettings | None = None
+    scaling: ScalingSettings | None = field(default_factory=ScalingSettings)
+    wait: bool = True
+
+
+# --------------------------------------------------------------------------- packaging
+
+
+def handler_modules(entry: str = HANDLER_MODULE) -> list[str]:
+    """The training.* modules the handler needs: entry plus everything it imports, transitively."""
+    package = "training"
+    needed, todo = set(), [entry.split(".", 1)[1]]
+    while todo:
+        name = todo.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        tree = ast.parse((TRAINING_DIR / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                if node.level == 1:  # from .x import y / from . import x
+                    todo += [node.module] if node.module else [a.name for a in node.names]
+                elif node.level == 0 and node.module and node.module.startswith(package + "."):
+                    todo.append(node.module.split(".", 1)[1])
+            elif isinstance(node, ast.Import):
+                todo += [a.name.split(".", 1)[1] for a in node.names if a.name.startswith(package + ".")]
+    return sorted(n for n in needed if (TRAINING_DIR / f"{n}.py").is_file())
+
+
+def _check_model_dir(model_dir: Path) -> None:
+    from .inference import Classifier, ModelLoadError
+
+    try:  # load it once here: a broken artifact should fail now, not on a paid endpoint
+        Classifier.load(model_dir)
+    except ModelLoadError as exc:
+        raise LaunchError(f"{model_dir} is not a servable model: {exc}") from exc
+
+
+def package_model(model_dir: Path, dest: Path) -> Path:
+    """model.tar.gz = model_dir's files at the root + code/ (handler, its modules, requirements)."""
+    model_dir = Path(model_dir)
+    _check_model_dir(model_dir)
+    with tarfile.open(dest, "w:gz") as tar:
+        for path in sorted(model_dir.rglob("*")):
+            rel = path.relative_to(model_dir)
+            if path.is_file() and rel.parts[0] != CODE_DIR:
+                tar.add(path, arcname=str(rel))
+        tar.add(TRAINING_DIR / "__init__.py", arcname=f"{CODE_DIR}/training/__init__.py")
+        for name in handler_modules():
+            tar.add(TRAINING_DIR / f"{name}.py", arcname=f"{CODE_DIR}/training/{name}.py")
+        requirements = ("\n".join(INFERENCE_REQUIREMENTS) + "\n").encode()
+        info = tarfile.TarInfo(f"{CODE_DIR}/requirements.txt")
+        info.size = len(requirements)
+        tar.addfile(info, io.BytesIO(requirements))
+    return dest
+
+
+def _safe_extract(tar_path: Path, dest: Path) -> None:
+    with tarfile.open(tar_path, "r:*") as tar:
+        tar.extractall(dest, filter="data")  # refuses absolute paths, .., and links out of dest
+
+
+def _upload(boto_session, local: Path, uri: str) -> str:
+    bucket, key = parse_s3_uri(uri)
+    boto_session.client("s3").upload_file(str(local), bucket, key)
+    return uri
+
+
+def model_artifact(req: DeployRequest, model_name: str, boto_session) -> str:
+    """The S3 URI of the model.tar.gz the container will load (packaging ours first)."""
+    if req.algorithm == "builtin":
+        if not req.model_data:
+            raise LaunchError("--algorithm builtin needs --model-data s3://.../model.tar.gz of a training job")
+        return req.model_data
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model_dir = req.model_dir
+        if req.model_data:  # a training job's output: add the serving code to it
+            bucket, key = parse_s3_uri(req.model_data)
+            s3 = boto_session.client("s3")
+            try:
+                s3.download_file(bucket, key, str(tmp / "trained.tar.gz"))
+            except Exception as exc:  # botocore raises ClientError(404) for a missing object
+                raise LaunchError(f"cannot download {req.model_data}: {exc}") from exc
+            model_dir = tmp / "trained"
+            _safe_extract(tmp / "trained.tar.gz", model_dir)
+        if model_dir is None:
+            raise LaunchError("pass --model-dir (an exported model) or --model-data (a training job's model.tar.gz)")
+        packed = package_model(model_dir, tmp / "model.tar.gz")
+        return _upload(boto_session, packed, s3_join(req.artifact_uri, "models", model_name, "model.tar.gz"))
+
+
+# --------------------------------------------------------------------------- hosting
+
+
+def container_for(req: DeployRequest, region: str, model_data_url: str) -> dict:
+    from sagemaker.core import image_uris
+
+    if req.algorithm == "builtin":
+        return {"Image": image_uris.retrieve(BUILTIN_ALGORITHM, region=region), "ModelDataUrl": model_data_url}
+    image = image_uris.retrieve("pytorch", region=region, version=PYTORCH_VERSION, py_version=PYTORCH_PY_VERSION,
+                                instance_type=req.instance_type, image_scope="inference")
+    return {
+        "Image": image,
+        "ModelDataUrl": model_data_url,
+        "Environment": {
+            "SAGEMAKER_PROGRAM": HANDLER_MODULE,
+            "SAGEMAKER_SUBMIT_DIRECTORY": f"/opt/ml/model/{CODE_DIR}",
+            "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+            "SAGEMAKER_REGION": region,
+        },
+    }
+
+
+def data_capture_config(capture: CaptureSettings) -> dict:
+    if not 0 <= capture.sampling_percent <= 100:
+        raise LaunchError(f"capture sampling must be 0..100 %, got {capture.sampling_percent}")
+    parse_s3_uri(capture.destination_uri)
+    header = {}
+    if capture.json_content_types:
+        header["JsonContentTypes"] = list(capture.json_content_types)
+    if capture.csv_content_types:
+        header["CsvContentTypes"] = list(capture.csv_content_types)
+    config = {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": int(capture.sampling_percent),
+        "DestinationS3Uri": capture.destination_uri,
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+    }
+    if header:
+        config["CaptureContentTypeHeader"] = header
+    return config
+
+
+def resource_id(endpoint_name: str, variant: str = VARIANT_NAME) -> str:
+    return f"endpoint/{endpoint_name}/variant/{variant}"
+
+
+def policy_name(endpoint_name: str) -> str:
+    return f"{endpoint_name}-invocations-per-instance"
+
+
+def configure_autoscaling(boto_session, endpoint_name: str, scaling: ScalingSettings) -> dict:
+    if not 1 <= scaling.min_capacity <= scaling.max_capacity:
+        raise LaunchError(f"need 1 <= min capacity <= max capacity, got {scaling.min_capacity}..{scaling.max_capacity}")
+    if scaling.target_invocations_per_instance <= 0:
+        raise LaunchError("the invocations-per-instance target must be positive")
+    client = boto_session.client("application-autoscaling")
+    rid = resource_id(endpoint_name)
+    client.register_scalable_target(
+        ServiceNamespace="sagemaker", ResourceId=rid, ScalableDimension=SCALABLE_DIMENSION,
+        MinCapacity=scaling.min_capacity, MaxCapacity=scaling.max_capacity)
+    client.put_scaling_policy(
+        PolicyName=policy_name(endpoint_name), ServiceNamespace="sagemaker", ResourceId=rid,
+        ScalableDimension=SCALABLE_DIMENSION, PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration={
+            "TargetValue": float(scaling.target_invocations_per_instance),
+            "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+            "ScaleInCooldown": scaling.scale_in_cooldown,
+            "ScaleOutCooldown": scaling.scale_out_cooldown,
+        })
+    return {"resource_id": rid, "policy": policy_name(endpoint_name)}
+
+
+def deploy(req: DeployRequest, boto_session, log=None) -> dict:
+    """Create model, endpoint config (with data capture) and endpoint, then autoscaling."""
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    if not ENDPOINT_NAME_PATTERN.match(req.endpoint_name):
+        raise LaunchError(f"endpoint name {req.endpoint_name!r} must be lower-case letters, digits and "
+                          "hyphens, at most 63 characters (the SAM template's EndpointName pattern)")
+    if req.initial_instance_count < 1:
+        raise LaunchError("the initial instance count must be at least 1")
+    region = region_of(boto_session)
+    sm = boto_session.client("sagemaker")
+    model_name = config_name = req.endpoint_name
+    log(f"packaging and uploading the model for {model_name}")
+    model_data_url = model_artifact(req, model_name, boto_session)
+    sm.create_model(ModelName=model_name, ExecutionRoleArn=req.role,
+                    PrimaryContainer=container_for(req, region, model_data_url))
+    log(f"created model {model_name}")
+    config = {
+        "EndpointConfigName": config_name,
+        "ProductionVariants": [{
+            "VariantName": VARIANT_NAME, "ModelName": model_name,
+            "InitialInstanceCount": req.initial_instance_count, "InstanceType": req.instance_type,
+            "InitialVariantWeight": 1.0,
+        }],
+    }
+    if req.capture is not None:
+        config["DataCaptureConfig"] = data_capture_config(req.capture)
+    sm.create_endpoint_config(**config)
+    log(f"created endpoint config {config_name}")
+    sm.create_endpoint(EndpointName=req.endpoint_name, EndpointConfigName=config_name)
+    log(f"creating endpoint {req.endpoint_name} (takes several minutes)")
+    result = {"endpoint_name": req.endpoint_name, "model_name": model_name,
+              "endpoint_config_name": config_name, "model_data": model_data_url}
+    if req.wait or req.scaling is not None:
+        # Application Auto Scaling only accepts a variant of an InService endpoint.
+        sm.get_waiter("endpoint_in_service").wait(EndpointName=req.endpoint_name,
+                                                  WaiterConfig={"Delay": 30, "MaxAttempts": 60})
+        log(f"endpoint {req.endpoint_name} is InService")
+    if req.scaling is not None:
+        result["autoscaling"] = configure_autoscaling(boto_session, req.endpoint_name, req.scaling)
+        log(f"autoscaling {req.scaling.min_capacity}..{req.scaling.max_capacity} instances on "
+            f"{req.scaling.target_invocations_per_instance:g} invocations/instance/minute")
+    return result
+
+
+def sam_deploy_line(endpoint_name: str) -> str:
+    return f"sam deploy --parameter-overrides EndpointName={endpoint_name}"

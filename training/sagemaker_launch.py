@@ -1,0 +1,216 @@
+"""Train, deploy, monitor and tear down the classifier on SageMaker (SDK v3).
+
+    python -m training.sagemaker_launch train --algorithm builtin --data-uri s3://B/scones/data --output-uri s3://B/scones
+    python -m training.sagemaker_launch train --algorithm pytorch --data-uri s3://B/scones/data --output-uri s3://B/scones
+    python -m training.sagemaker_launch deploy --model-dir training/model --artifact-uri s3://B/scones
+    python -m training.sagemaker_launch monitor --endpoint-name NAME --s3-uri s3://B/scones
+    python -m training.sagemaker_launch teardown --endpoint-name NAME
+
+The role comes from --role or $SAGEMAKER_ROLE_ARN, the region from the standard AWS configuration
+(AWS_REGION / AWS_DEFAULT_REGION / ~/.aws/config). The SageMaker SDK is imported only by the
+command that runs, so --help stays quick and nothing here reaches the Lambda functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .sagemaker_context import LaunchError, resolve_role, s3_join, unique_name
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "model"
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _csv_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.sagemaker_launch",
+                                     description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_role(p):
+        p.add_argument("--role", help="SageMaker execution role ARN (default: $SAGEMAKER_ROLE_ARN)")
+        return p
+
+    train = with_role(sub.add_parser("train", help="start a training job"))
+    train.add_argument("--algorithm", choices=("builtin", "pytorch"), required=True,
+                       help="builtin image-classification algorithm, or training/train.py on the PyTorch image")
+    train.add_argument("--data-uri", required=True, help="s3:// prefix written by `stage_data --s3-uri`")
+    train.add_argument("--output-uri", required=True, help="s3:// prefix for model artifacts")
+    train.add_argument("--instance-type", help="default: ml.g4dn.xlarge (builtin, GPU only) / ml.m5.xlarge (pytorch)")
+    train.add_argument("--instance-count", type=int, default=1)
+    train.add_argument("--epochs", type=int, help="default: 30 (builtin) / train.py's default (pytorch)")
+    train.add_argument("--hyperparameter", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                       help="extra or overriding hyper-parameter (repeatable)")
+    train.add_argument("--max-run-hours", type=float, default=3.0)
+    train.add_argument("--job-name-prefix", help="base name of the training job")
+    train.add_argument("--wait", action="store_true", help="wait for the job and stream its logs")
+
+    deploy = with_role(sub.add_parser("deploy", help="create an endpoint with data capture and autoscaling"))
+    deploy.add_argument("--algorithm", choices=("pytorch", "builtin"), default="pytorch",
+                        help="pytorch: our ONNX model in the PyTorch inference container (default); "
+                             "builtin: a built-in image-classification model")
+    source = deploy.add_mutually_exclusive_group()
+    source.add_argument("--model-dir", type=Path,
+                        help="exported model folder (model.onnx + metadata.json); default: training/model")
+    source.add_argument("--model-data", help="s3://.../model.tar.gz of a training job")
+    deploy.add_argument("--artifact-uri", required=True, help="s3:// prefix for the packed model and captured data")
+    deploy.add_argument("--endpoint-name", help="default: scones-classifier-<UTC timestamp>")
+    deploy.add_argument("--instance-type", default=None, help="default: ml.m5.large")
+    deploy.add_argument("--initial-instance-count", type=int, default=1)
+    deploy.add_argument("--capture-uri", help="data capture destination (default: <artifact-uri>/datacapture)")
+    deploy.add_argument("--capture-percent", type=int, default=100, help="share of requests captured (default 100)")
+    deploy.add_argument("--capture-json-types", type=_csv_list, default=["application/json"],
+                        help="content types captured as JSON text (others, e.g. image/png and image/jpeg, "
+                             "are captured base64-encoded); default: application/json")
+    deploy.add_argument("--no-capture", action="store_true", help="disable data capture")
+    deploy.add_argument("--min-capacity", type=int, default=1)
+    deploy.add_argument("--max-capacity", type=int, default=3)
+    deploy.add_argument("--target-invocations", type=float, default=600.0,
+                        help="target SageMakerVariantInvocationsPerInstance (per minute, default 600)")
+    deploy.add_argument("--scale-in-cooldown", type=int, default=300, help="seconds (default 300)")
+    deploy.add_argument("--scale-out-cooldown", type=int, default=60, help="seconds (default 60)")
+    deploy.add_argument("--no-autoscaling", action="store_true")
+    deploy.add_argument("--no-wait", action="store_true",
+                        help="return once the endpoint is being created (implies --no-autoscaling)")
+
+    monitor = with_role(sub.add_parser("monitor", help="Model Monitor baseline job + hourly schedule"))
+    monitor.add_argument("--endpoint-name", required=True)
+    monitor.add_argument("--s3-uri", required=True, help="s3:// prefix for the baseline and the reports")
+    monitor.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR,
+                         help="the deployed model, to score the baseline and name the classes (default: training/model)")
+    monitor.add_argument("--staged", type=Path, default=Path("data/staged"),
+                         help="stage_data output; its validation hold-out is the baseline (default: data/staged)")
+    monitor.add_argument("--baseline-csv", help="use this features CSV (local or s3://) instead of scoring --staged")
+    monitor.add_argument("--classes", type=_csv_list, help="class names in output order (default: the model's)")
+    monitor.add_argument("--instance-type", default=None, help="default: ml.m5.xlarge")
+    monitor.add_argument("--cron", help="schedule expression (default: hourly)")
+    monitor.add_argument("--no-wait", action="store_true",
+                         help="start the baseline job and return; create the schedule later with --skip-baseline")
+    monitor.add_argument("--skip-baseline", action="store_true",
+                         help="only create the schedule, from a baseline that has completed")
+
+    teardown = sub.add_parser("teardown", help="delete the endpoint and everything deploy/monitor made for it")
+    teardown.add_argument("--endpoint-name", required=True)
+    return parser
+
+
+def _print_json(result: dict) -> None:
+    print(json.dumps(result, indent=2, default=str))
+
+
+def run_train(args, boto_session) -> None:
+    from .sagemaker_train import TrainRequest, launch
+
+    req = TrainRequest(
+        algorithm=args.algorithm, data_uri=args.data_uri, output_uri=args.output_uri,
+        role=resolve_role(args.role), instance_type=args.instance_type, instance_count=args.instance_count,
+        max_run_seconds=int(args.max_run_hours * 3600), epochs=args.epochs,
+        hyperparameters=dict(args.hyperparameter), base_job_name=args.job_name_prefix, wait=args.wait)
+    result = launch(req, boto_session)
+    _print_json(result)
+    print(f"\nnext: python -m training.sagemaker_launch deploy --algorithm {args.algorithm} "
+          f"--model-data {result['model_data']} --artifact-uri {args.output_uri}")
+
+
+def run_deploy(args, boto_session) -> None:
+    from .sagemaker_deploy import (DEFAULT_INSTANCE_TYPE, CaptureSettings, DeployRequest, ScalingSettings,
+                                   deploy, sam_deploy_line)
+
+    endpoint = args.endpoint_name or unique_name("scones-classifier")
+    capture = None
+    if not args.no_capture:
+        capture = CaptureSettings(destination_uri=args.capture_uri or s3_join(args.artifact_uri, "datacapture"),
+                                  sampling_percent=args.capture_percent,
+                                  json_content_types=args.capture_json_types)
+    scaling = None
+    if not (args.no_autoscaling or args.no_wait):
+        scaling = ScalingSettings(min_capacity=args.min_capacity, max_capacity=args.max_capacity,
+                                  target_invocations_per_instance=args.target_invocations,
+                                  scale_in_cooldown=args.scale_in_cooldown,
+                                  scale_out_cooldown=args.scale_out_cooldown)
+    model_dir = args.model_dir
+    if model_dir is None and args.model_data is None and args.algorithm == "pytorch":
+        model_dir = DEFAULT_MODEL_DIR
+    req = DeployRequest(
+        endpoint_name=endpoint, role=resolve_role(args.role), artifact_uri=args.artifact_uri,
+        model_dir=model_dir, model_data=args.model_data, algorithm=args.algorithm,
+        instance_type=args.instance_type or DEFAULT_INSTANCE_TYPE,
+        initial_instance_count=args.initial_instance_count, capture=capture, scaling=scaling,
+        wait=not args.no_wait)
+    result = deploy(req, boto_session)
+    _print_json(result)
+    print(f"\nendpoint: {endpoint}\nhand it to the stack:\n  {sam_deploy_line(endpoint)}")
+
+
+def _model_classes(model_dir: Path) -> list[str]:
+    meta = Path(model_dir) / "metadata.json"
+    if not meta.is_file():
+        raise LaunchError(f"no metadata.json in {model_dir}: pass --classes")
+    return list(json.loads(meta.read_text())["classes"])
+
+
+def run_monitor(args, boto_session) -> None:
+    import tempfile
+
+    from .sagemaker_monitor import DEFAULT_MONITOR_INSTANCE, MonitorRequest, create, create_schedule, write_baseline_csv
+
+    role = resolve_role(args.role)
+    classes = args.classes or _model_classes(args.model_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        baseline = args.baseline_csv
+        if baseline is None and not args.skip_baseline:
+            baseline, classes = write_baseline_csv(args.model_dir, args.staged, Path(tmp) / "baseline.csv")
+        req = MonitorRequest(endpoint_name=args.endpoint_name, role=role, s3_uri=args.s3_uri, classes=classes,
+                             baseline_csv=baseline, instance_type=args.instance_type or DEFAULT_MONITOR_INSTANCE,
+                             cron=args.cron, wait_for_baseline=not args.no_wait)
+        result = create_schedule(req, boto_session) if args.skip_baseline else create(req, boto_session)
+    _print_json(result)
+
+
+def run_teardown(args, boto_session) -> None:
+    from .sagemaker_teardown import teardown
+
+    teardown(args.endpoint_name, boto_session)
+
+
+COMMANDS = {"train": run_train, "deploy": run_deploy, "monitor": run_monitor, "teardown": run_teardown}
+
+
+def main(argv: list[str] | None = None, boto_session=None) -> int:
+    args = build_parser().parse_args(argv)
+    from botocore.exceptions import BotoCoreError, ClientError, WaiterError
+
+    from .stage_data import StageDataError
+
+    try:
+        if boto_session is None:
+            import boto3
+
+            boto_session = boto3.Session()
+        COMMANDS[args.command](args, boto_session)
+    except (LaunchError, StageDataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except WaiterError as exc:
+        print(f"error: {exc} (see the SageMaker console / CloudWatch logs for the reason)", file=sys.stderr)
+        return 1
+    except (ClientError, BotoCoreError) as exc:
+        print(f"error: AWS refused: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

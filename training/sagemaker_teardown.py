@@ -1,0 +1,126 @@
+"""Delete everything `deploy` and `monitor` created for an endpoint, and report each deletion.
+
+Order matters: monitoring schedules first (their job definitions are locked while a schedule
+exists), then the scaling policy and target, then the endpoint, its config and its model(s).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from botocore.exceptions import ClientError
+
+from .sagemaker_deploy import SCALABLE_DIMENSION, VARIANT_NAME, resource_id
+
+_JOB_DEFINITION_DELETERS = {
+    "DataQuality": "delete_data_quality_job_definition",
+    "ModelQuality": "delete_model_quality_job_definition",
+    "ModelBias": "delete_model_bias_job_definition",
+    "ModelExplainability": "delete_model_explainability_job_definition",
+}
+
+
+def _missing(exc: ClientError) -> bool:
+    error = exc.response.get("Error", {})
+    code, message = error.get("Code", ""), error.get("Message", "").lower()
+    if code in ("ResourceNotFound", "ObjectNotFoundException"):
+        return True
+    # SageMaker reports a missing endpoint, config or model as ValidationException "Could not find ...".
+    return code == "ValidationException" and ("could not find" in message or "does not exist" in message)
+
+
+def _wait_until_gone(describe, poll_seconds: float, attempts: int = 60) -> None:
+    for _ in range(attempts):
+        try:
+            describe()
+        except ClientError as exc:
+            if _missing(exc):
+                return
+            raise
+        time.sleep(poll_seconds)
+
+
+def delete_monitoring(sm, endpoint_name: str, poll_seconds: float, report) -> None:
+    names = []
+    for page in sm.get_paginator("list_monitoring_schedules").paginate(EndpointName=endpoint_name):
+        names += [s["MonitoringScheduleName"] for s in page.get("MonitoringScheduleSummaries", [])]
+    for name in names:
+        config = sm.describe_monitoring_schedule(MonitoringScheduleName=name)["MonitoringScheduleConfig"]
+        sm.delete_monitoring_schedule(MonitoringScheduleName=name)
+        report(f"monitoring schedule {name}")
+        definition = config.get("MonitoringJobDefinitionName")
+        deleter = _JOB_DEFINITION_DELETERS.get(config.get("MonitoringType", "DataQuality"))
+        if definition and deleter:
+            _wait_until_gone(lambda: sm.describe_monitoring_schedule(MonitoringScheduleName=name), poll_seconds)
+            getattr(sm, deleter)(JobDefinitionName=definition)
+            report(f"monitoring job definition {definition}")
+
+
+def delete_autoscaling(aas, endpoint_name: str, report, variants=(VARIANT_NAME,)) -> None:
+    for variant in variants:
+        rid = resource_id(endpoint_name, variant)
+        policies = aas.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=rid,
+                                                 ScalableDimension=SCALABLE_DIMENSION)["ScalingPolicies"]
+        for policy in policies:
+            aas.delete_scaling_policy(PolicyName=policy["PolicyName"], ServiceNamespace="sagemaker",
+                                      ResourceId=rid, ScalableDimension=SCALABLE_DIMENSION)
+            report(f"scaling policy {policy['PolicyName']}")
+        targets = aas.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[rid],
+                                                ScalableDimension=SCALABLE_DIMENSION)["ScalableTargets"]
+        if targets:
+            aas.deregister_scalable_target(ServiceNamespace="sagemaker", ResourceId=rid,
+                                           ScalableDimension=SCALABLE_DIMENSION)
+            report(f"scalable target {rid}")
+
+
+def teardown(endpoint_name: str, boto_session, poll_seconds: float = 10.0, out=None) -> list[str]:
+    """Delete the endpoint's schedules, scaling, endpoint, config and models; returns what went."""
+    stream = out if out is not None else sys.stdout
+    deleted: list[str] = []
+
+    def report(what: str) -> None:
+        deleted.append(what)
+        print(f"deleted {what}", file=stream)
+
+    sm = boto_session.client("sagemaker")
+    aas = boto_session.client("application-autoscaling")
+    delete_monitoring(sm, endpoint_name, poll_seconds, report)
+
+    config_name, variants = endpoint_name, [VARIANT_NAME]
+    try:
+        config_name = sm.describe_endpoint(EndpointName=endpoint_name)["EndpointConfigName"]
+        endpoint_exists = True
+    except ClientError as exc:
+        if not _missing(exc):
+            raise
+        endpoint_exists = False  # a half-finished deploy: still look for its config and model
+    models = []
+    try:
+        production_variants = sm.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"]
+        models = [v["ModelName"] for v in production_variants]
+        variants = [v["VariantName"] for v in production_variants]
+        config_exists = True
+    except ClientError as exc:
+        if not _missing(exc):
+            raise
+        config_exists = False
+        models = [endpoint_name]
+
+    delete_autoscaling(aas, endpoint_name, report, variants)
+    if endpoint_exists:
+        sm.delete_endpoint(EndpointName=endpoint_name)
+        report(f"endpoint {endpoint_name}")
+    if config_exists:
+        sm.delete_endpoint_config(EndpointConfigName=config_name)
+        report(f"endpoint config {config_name}")
+    for model in models:
+        try:
+            sm.delete_model(ModelName=model)
+            report(f"model {model}")
+        except ClientError as exc:
+            if not _missing(exc):
+                raise
+    if not deleted:
+        print(f"nothing found for endpoint {endpoint_name}", file=stream)
+    return deleted
