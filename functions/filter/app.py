@@ -1,0 +1,88 @@
+"""filter: let confident classifications through; fail the rest with LowConfidenceError.
+
+Input: the classify output (inferences, and label / endpoint_name when present).
+Output: the input plus "threshold". The state machine catches LowConfidenceError by name
+and sends the image to the human review queue.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
+
+DEFAULT_NAMESPACE = "SconesUnlimited"
+DEFAULT_THRESHOLD = 0.93
+
+
+class ConfigurationError(Exception):
+    """THRESHOLD is not a number in [0, 1]."""
+
+
+class InvalidEventError(Exception):
+    """The input has no usable inferences."""
+
+
+class LowConfidenceError(Exception):
+    """The best class probability is below THRESHOLD: a human should look at the image."""
+
+
+def _load_threshold() -> float:
+    raw = os.environ.get("THRESHOLD")
+    if raw is None or raw.strip() == "":
+        return DEFAULT_THRESHOLD
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"THRESHOLD={raw!r} is not a number") from None
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise ConfigurationError(f"THRESHOLD={raw!r} is outside [0, 1]")
+    return value
+
+
+# Configuration is checked at cold start: a bad value fails every invocation loudly.
+THRESHOLD = _load_threshold()
+
+logger = Logger()
+# A provider of our own (not the shared Metrics class state), so handlers loaded side
+# by side in one process (tests, the local twin) cannot mix metrics or dimensions.
+metrics = AmazonCloudWatchEMFProvider(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE)
+
+
+def parse_inferences(event: Any) -> list[float]:
+    if not isinstance(event, dict):
+        raise InvalidEventError(f"event must be a JSON object, got {type(event).__name__}")
+    inferences = event.get("inferences")
+    if not isinstance(inferences, list) or not inferences:
+        raise InvalidEventError(f"inferences must be a non-empty list, got {inferences!r}")
+    for value in inferences:
+        # bool is an int subclass; json 'true' is not a probability.
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise InvalidEventError(f"inference {value!r} is not a finite number")
+    return inferences
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+    inferences = parse_inferences(event)
+    confidence = max(inferences)
+    label = event.get("label") or f"class {inferences.index(confidence)}"
+    logger.append_keys(s3_bucket=event.get("s3_bucket"), s3_key=event.get("s3_key"))
+
+    endpoint_name = event.get("endpoint_name") or os.environ.get("ENDPOINT_NAME")
+    if endpoint_name:
+        metrics.add_dimension(name="EndpointName", value=str(endpoint_name))
+
+    if confidence >= THRESHOLD:
+        metrics.add_metric(name="Classified", unit=MetricUnit.Count, value=1)
+        logger.info("confident", extra={"label": label, "confidence": confidence, "threshold": THRESHOLD})
+        return {**event, "threshold": THRESHOLD}
+
+    metrics.add_metric(name="LowConfidence", unit=MetricUnit.Count, value=1)
+    logger.info("low confidence", extra={"label": label, "confidence": confidence, "threshold": THRESHOLD})
+    raise LowConfidenceError(f"{label} at confidence {confidence:.4f} is below the threshold {THRESHOLD}")
