@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -47,6 +48,16 @@ class TwinSettings:
     capture_dir: Path | None = None
     parameters: dict[str, str] = field(default_factory=dict)
     lambda_concurrency: int = 4
+
+
+def _ensure_free(port: int) -> None:
+    """moto's server thread would fail silently on a busy port; say so up front."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise OSError(f"port {port} on 127.0.0.1 is in use") from exc
 
 
 @dataclass
@@ -93,6 +104,7 @@ class Twin:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "Twin":
         s = self.settings
+        _ensure_free(s.port)
         # moto's Step Functions engine calls the other services over HTTP on MOTO_PORT, with boto3.
         os.environ["MOTO_PORT"] = str(s.port)
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=s.port, verbose=False)
@@ -200,11 +212,21 @@ class Twin:
                 output = json.loads(described["output"]) if described.get("output") else None
                 done = ExecutionEvent(arn, bucket, key, described["status"], output, time.monotonic() - started)
                 summary = (f"{output.get('outcome')} {output.get('label')} {output.get('confidence', 0):.3f}"
-                           if output else described.get("error", ""))
+                           if output else self._failure_reason(bucket, key))
                 log.info("%s %s s3://%s/%s: %s (%.2fs)", "done" if done.status == "SUCCEEDED" else "FAILED",
                          arn.rsplit(":", 1)[-1], bucket, key, summary, done.seconds)
                 for listener in self._listeners:
                     listener(done)
+
+    def _failure_reason(self, bucket: str, key: str) -> str:
+        item = self.client("dynamodb").get_item(TableName=self.outputs["ResultsTableName"],
+                                                Key={"bucket": {"S": bucket}, "key": {"S": key}}).get("Item", {})
+        reason = item.get("reason", {}).get("S", "no record")
+        try:
+            message = json.loads(item["error_detail"]["S"])["errorMessage"]
+        except (KeyError, ValueError, TypeError):
+            message = item.get("error_detail", {}).get("S", "")
+        return f"{reason}: {message}"[:300]
 
     # ------------------------------------------------------------------ results
     def results(self) -> list[dict[str, Any]]:

@@ -1,0 +1,93 @@
+"""`make local`: run the twin in the foreground until Ctrl-C.
+
+Upload with the stock AWS CLI or boto3 against the printed endpoint URL; each execution's progress shows
+in this log; outcomes land in the results table (`make results` prints it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from local.twin import CREDENTIALS, REGION, ROOT, Twin, TwinSettings
+
+
+def parse_parameters(pairs: list[str]) -> dict[str, str]:
+    parameters = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--parameter takes Key=Value, got {pair!r}")
+        parameters[key] = value
+    return parameters
+
+
+def banner(twin: Twin) -> str:
+    out, url = twin.outputs, twin.url
+    env = " ".join(f"{k}={v}" for k, v in CREDENTIALS.items() if k != "AWS_SESSION_TOKEN")
+    return f"""
+Local twin of stack {twin.deployment.stack.name} is running.
+  AWS endpoint (S3, EventBridge, Step Functions, DynamoDB, SQS): {url}
+  SageMaker endpoint {twin.endpoint_name!r}: {twin.endpoint.url}
+  intake bucket:   {out['IntakeBucketName']}
+  results table:   {out['ResultsTableName']}
+  review queue:    {out['ReviewQueueUrl']}
+  state machine:   {out['StateMachineArn']}
+
+Try it (another terminal, stock AWS CLI):
+  export {env} AWS_DEFAULT_REGION={REGION}
+  aws --endpoint-url {url} s3 cp photo.png s3://{out['IntakeBucketName']}/photos/photo.png
+  aws --endpoint-url {url} dynamodb scan --table-name {out['ResultsTableName']}
+  aws --endpoint-url {url} sqs receive-message --queue-url {out['ReviewQueueUrl']}
+  make results            # the results table as a table
+Ctrl-C stops everything.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local", description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=4566, help="port of the emulated AWS services (default 4566)")
+    parser.add_argument("--endpoint-port", type=int, default=8080, help="port of the local SageMaker endpoint (default 8080; 0 = any)")
+    parser.add_argument("--stack-name", default="scones-twin")
+    parser.add_argument("--model-dir", type=Path, default=ROOT / "training" / "model")
+    parser.add_argument("--capture-dir", type=Path, default=ROOT / "build" / "twin" / "capture",
+                        help="where the endpoint writes data capture (default build/twin/capture)")
+    parser.add_argument("--parameter", action="append", default=[], metavar="Key=Value",
+                        help="template parameter override, as with sam deploy --parameter-overrides")
+    parser.add_argument("--verbose", action="store_true", help="also show the emulator's request log")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)-14s %(message)s", datefmt="%H:%M:%S")
+    if not args.verbose:
+        # The emulator logs every request and every caught state error; the twin logs the outcome instead.
+        for noisy in ("werkzeug", "moto"):
+            logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    twin = Twin(TwinSettings(port=args.port, endpoint_port=args.endpoint_port, stack_name=args.stack_name,
+                             model_dir=args.model_dir, capture_dir=args.capture_dir,
+                             parameters=parse_parameters(args.parameter)))
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    try:
+        twin.start()
+    except OSError as exc:
+        twin.stop()
+        print(f"cannot start the twin: {exc} (is port {args.port} or {args.endpoint_port} in use? try --port)", file=sys.stderr)
+        return 1
+    print(banner(twin), flush=True)
+    try:
+        while not stopping.wait(0.5):
+            pass
+    finally:
+        print("\nstopping the twin ...", flush=True)
+        twin.stop()
+        print("stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
