@@ -23,6 +23,7 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from image_normalizer import (  # noqa: F401  (re-exported: the error names are the function's interface)
+    PILLOW_HARD_LIMIT,
     CorruptImageError,
     DecompressionBombError,
     EmptyImageError,
@@ -65,7 +66,7 @@ def _env_int(name: str, default: int, minimum: int, maximum: int) -> int:
 
 # Configuration is checked at cold start: a bad value fails every invocation loudly.
 MAX_IMAGE_BYTES = _env_int("MAX_IMAGE_BYTES", 10 * 1024 * 1024, 1, 1024**3)
-MAX_IMAGE_PIXELS = _env_int("MAX_IMAGE_PIXELS", 40_000_000, 1, 1_000_000_000)
+MAX_IMAGE_PIXELS = _env_int("MAX_IMAGE_PIXELS", 40_000_000, 1, PILLOW_HARD_LIMIT - 1)
 MAX_OUTPUT_SIDE = _env_int("MAX_OUTPUT_SIDE", 384, 16, 1024)
 
 logger = Logger()

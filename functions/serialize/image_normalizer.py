@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# Our own pixel limit, checked before decoding, replaces Pillow's process-wide one
-# (which only warns below 2x its default and would otherwise fire first).
-Image.MAX_IMAGE_PIXELS = None
+# Pillow's own guard warns above Image.MAX_IMAGE_PIXELS (~89 M) and refuses above twice
+# that. Our limit (checked from the header, before decoding) must stay below the refusal
+# point so that it is always ours that decides; Pillow's warning is silenced around decoding.
+PILLOW_HARD_LIMIT = 2 * Image.MAX_IMAGE_PIXELS
 
 # Base64 budget for the re-encoded image: far below the 256 KB state payload limit,
 # leaving room for the other state fields.
@@ -106,9 +108,19 @@ def normalize(
             f"{name} is {_describe_unsupported(data)}; only PNG, JPEG and WebP are accepted"
         )
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return _decode_and_encode(data, source_format, max_pixels, max_side, max_base64_chars, name)
+
+
+def _decode_and_encode(
+    data: bytes, source_format: str, max_pixels: int, max_side: int, max_base64_chars: int, name: str
+) -> NormalizedImage:
     try:
         # formats=[...]: only the decoder the magic bytes chose may parse the input.
         image = Image.open(io.BytesIO(data), formats=[source_format])
+    except Image.DecompressionBombError as exc:
+        raise DecompressionBombError(f"{name}: {exc}") from exc
     except UnidentifiedImageError as exc:
         raise CorruptImageError(f"{name}: {source_format} header is unreadable") from exc
     except (OSError, SyntaxError, ValueError) as exc:

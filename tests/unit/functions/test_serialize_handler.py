@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import struct
+import warnings
 import zlib
 from urllib.parse import quote, quote_plus
 
@@ -300,7 +301,11 @@ BAD_IMAGES = [
     pytest.param(TRUNCATED_PNG, "CorruptImageError", "PNG", id="truncated-png"),
     pytest.param(TRUNCATED_JPEG, "CorruptImageError", "JPEG", id="truncated-jpeg"),
     pytest.param(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "CorruptImageError", "PNG", id="png-magic-garbage"),
-    pytest.param(png_with_claimed_size(20_000, 20_000), "DecompressionBombError", "20000x20000", id="bomb"),
+    pytest.param(png_with_claimed_size(8_000, 8_000), "DecompressionBombError", "8000x8000", id="bomb-64M"),
+    # Above Pillow's own warning threshold (~89 M pixels): still our check, not a warning.
+    pytest.param(png_with_claimed_size(10_000, 10_000), "DecompressionBombError", "10000x10000", id="bomb-100M"),
+    # Above twice that, Pillow refuses at open; it still surfaces under our name.
+    pytest.param(png_with_claimed_size(20_000, 20_000), "DecompressionBombError", "400000000", id="bomb-400M"),
 ]
 
 
@@ -310,6 +315,13 @@ def test_bad_images_raise_named_errors(run, body, error_name, message_part):
         run(body, key="photos/bad-upload.bin")
     assert type(caught.value).__name__ == error_name
     assert message_part in str(caught.value)
+
+
+def test_pillow_bomb_warning_never_preempts_our_limit(serialize):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(serialize.DecompressionBombError):
+            serialize.normalize(png_with_claimed_size(10_000, 10_000), max_pixels=40_000_000, max_side=384)
 
 
 def test_bad_image_errors_name_the_object(run):
@@ -365,7 +377,13 @@ def test_malformed_events_raise_invalid_event_error(serialize, lambda_context, e
 
 @pytest.mark.parametrize(
     "env",
-    [{"MAX_OUTPUT_SIDE": "abc"}, {"MAX_OUTPUT_SIDE": "8"}, {"MAX_IMAGE_BYTES": "-1"}, {"MAX_IMAGE_PIXELS": "1.5"}],
+    [
+        {"MAX_OUTPUT_SIDE": "abc"},
+        {"MAX_OUTPUT_SIDE": "8"},
+        {"MAX_IMAGE_BYTES": "-1"},
+        {"MAX_IMAGE_PIXELS": "1.5"},
+        {"MAX_IMAGE_PIXELS": "500000000"},  # above the point where Pillow refuses on its own
+    ],
 )
 def test_bad_configuration_fails_at_cold_start(load_function, env):
     with pytest.raises(Exception) as caught:
