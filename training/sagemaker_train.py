@@ -87,7 +87,7 @@ def build_trainer(req: TrainRequest, boto_session):
     """(ModelTrainer, input channels) for req; nothing is created in AWS yet."""
     from sagemaker.core import image_uris
     from sagemaker.train import ModelTrainer
-    from sagemaker.train.configs import Compute, InputData, OutputDataConfig, SourceCode, StoppingCondition
+    from sagemaker.core.training.configs import Compute, InputData, OutputDataConfig, SourceCode, StoppingCondition
 
     region = region_of(boto_session)
     session = sagemaker_session(boto_session, req.output_uri)
