@@ -49,8 +49,15 @@ class LambdaInvokeBridge:
     def install(self, session: botocore.session.Session | None = None) -> None:
         """Hook every client made from ``session`` (default: boto3's default session, which moto's Step
         Functions engine uses for its service integrations)."""
-        events = (session or _default_botocore_session()).get_component("event_emitter")
-        events.register("before-send.lambda.Invoke", self, unique_id="local-twin-lambda-bridge")
+        self._events = (session or _default_botocore_session()).get_component("event_emitter")
+        self._events.register("before-send.lambda.Invoke", self, unique_id=self._hook_id)
+
+    def uninstall(self) -> None:
+        self._events.unregister("before-send.lambda.Invoke", unique_id=self._hook_id)
+
+    @property
+    def _hook_id(self) -> str:
+        return f"local-twin-lambda-bridge-{id(self)}"
 
     def __call__(self, request, **_: Any) -> AWSResponse | None:
         function_name = request.url.split("/functions/", 1)[1].split("/", 1)[0]

@@ -79,6 +79,7 @@ class Twin:
         self.endpoint: EndpointServer | None = None
         self._moto: ThreadedMotoServer | None = None
         self._runtime: LambdaRuntime | None = None
+        self._bridge: LambdaInvokeBridge | None = None
         self._relay: StepFunctionsTargetRelay | None = None
         self._watch: dict[str, tuple[str, str, float]] = {}
         self._watch_lock = threading.Lock()
@@ -109,6 +110,8 @@ class Twin:
         os.environ["MOTO_PORT"] = str(s.port)
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=s.port, verbose=False)
         self._moto.start()
+        # moto keeps its state per process: start from empty, as a fresh account would.
+        requests.post(f"{self.url}/moto-api/reset", timeout=5).raise_for_status()
         requests.post(f"{self.url}/moto-api/config", json={"stepfunctions": {"execute_state_machine": True}}, timeout=5).raise_for_status()
 
         parameters = {"EndpointName": DEFAULT_ENDPOINT_NAME, **s.parameters}
@@ -126,7 +129,8 @@ class Twin:
             "AWS_LAMBDA_RUNTIME_API": "local-twin", "AWS_EXECUTION_ENV": "AWS_Lambda_python_local_twin",
         }
         self._runtime = LambdaRuntime(base_env=base_env, concurrency=s.lambda_concurrency, on_output=self._function_output)
-        LambdaInvokeBridge(self._runtime).install()
+        self._bridge = LambdaInvokeBridge(self._runtime)
+        self._bridge.install()
         self._relay = StepFunctionsTargetRelay(self.client("sqs"), self.client("stepfunctions"))
         events = self.client("events")
         self._relay.install(events)
@@ -144,6 +148,8 @@ class Twin:
             self._relay.stop()
         if self._watcher:
             self._watcher.join(timeout=5)
+        if self._bridge:
+            self._bridge.uninstall()
         if self._runtime:
             self._runtime.close()
         if self.endpoint:

@@ -1,0 +1,167 @@
+"""`make demo`: the whole event-driven flow on the local twin, the way a user would drive it.
+
+Starts the twin, uploads every image under --images to the intake bucket with boto3, waits until each
+has a recorded outcome, prints the routing table, writes build/demo/results.json, an HTML report and the
+drift report for the demo's own traffic, then stops the twin. Exits 1 if any image has no outcome.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import socket
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from statistics import median
+
+from local.demo_report import write_report
+from local.twin import ROOT, Twin, TwinSettings
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+DEFAULT_IMAGES = ROOT / "local" / "sample_images"
+# Bicycles take nearby orders, motorcycles far ones; everything else waits for a person.
+LOADING_BAYS = {"bicycle": "near-orders bay", "motorcycle": "far-orders bay"}
+
+
+def find_images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise SystemExit(f"--images {folder}: not a folder")
+    images = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise SystemExit(f"--images {folder}: no .png/.jpg/.jpeg/.webp files in it")
+    return images
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def expected_label(path: Path, root: Path) -> str | None:
+    """The folder an image sits in names its class when it is one of ours (bicycle/, motorcycle/)."""
+    parent = path.relative_to(root).parts[0] if len(path.relative_to(root).parts) > 1 else None
+    return parent if parent in LOADING_BAYS else None
+
+
+def wait_for_records(twin: Twin, keys: set[str], timeout_s: float) -> dict[str, dict]:
+    deadline = time.monotonic() + timeout_s
+    found: dict[str, dict] = {}
+    while time.monotonic() < deadline:
+        found = {item["key"]: item for item in twin.results() if item["key"] in keys}
+        print(f"\r  {len(found)}/{len(keys)} outcomes recorded", end="", flush=True)
+        if len(found) == len(keys):
+            break
+        time.sleep(0.25)
+    print()
+    return found
+
+
+def routing_table(rows: list[dict]) -> str:
+    header = ("image", "vehicle", "confidence", "outcome", "route", "latency")
+    lines = [header]
+    for r in rows:
+        confidence = f"{r['confidence']:.3f}" if r.get("confidence") is not None else "-"
+        latency = f"{r['latency_ms'] / 1000:.2f}s" if r.get("latency_ms") is not None else "-"
+        lines.append((r["key"], r.get("label") or "-", confidence, r["outcome"], r["route"], latency))
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of images (default: the shipped samples)")
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "demo")
+    parser.add_argument("--timeout", type=float, default=180, help="seconds to wait for all outcomes")
+    args = parser.parse_args(argv)
+
+    started = time.monotonic()
+    images = find_images(args.images)
+    args.out.mkdir(parents=True, exist_ok=True)
+    capture_dir = args.out / "capture"
+    for old in capture_dir.rglob("*.jsonl") if capture_dir.exists() else []:
+        old.unlink()  # the drift report is about this run's traffic only
+    log_path = args.out / "twin.log"
+    logging.basicConfig(filename=log_path, filemode="w", level=logging.INFO,
+                        format="%(asctime)s %(name)s %(message)s", force=True)
+
+    print(f"starting the local twin (log: {log_path}) ...", flush=True)
+    twin = Twin(TwinSettings(port=free_port(), stack_name="scones-demo", capture_dir=capture_dir))
+    try:
+        twin.start()
+        bucket = twin.outputs["IntakeBucketName"]
+        s3 = twin.client("s3")
+        print(f"uploading {len(images)} images from {args.images} to s3://{bucket}/demo/ ...", flush=True)
+        uploaded: dict[str, tuple[Path, float]] = {}
+        for path in images:
+            key = "demo/" + path.relative_to(args.images).as_posix()
+            uploaded[key] = (path, time.time())
+            s3.upload_file(str(path), bucket, key)
+        records = wait_for_records(twin, set(uploaded), args.timeout)
+        rows = []
+        for key, (path, sent_at) in uploaded.items():
+            item = records.get(key)
+            row = {"key": key, "file": str(path), "expected": expected_label(path, args.images)}
+            if item is None:
+                row.update(outcome="missing", label=None, confidence=None, route="-", latency_ms=None)
+            else:
+                recorded = datetime.fromisoformat(item["recorded_at"].replace("Z", "+00:00")).timestamp()
+                row.update(outcome=item["outcome"], label=item.get("label"), confidence=item.get("confidence"),
+                           probabilities=item.get("probabilities"), reason=item.get("reason"),
+                           route=LOADING_BAYS.get(item.get("label"), "?") if item["outcome"] == "classified"
+                           else ("review queue" if item["outcome"] == "needs_review" else "failed"),
+                           latency_ms=round((recorded - sent_at) * 1000, 1))
+            rows.append(row)
+
+        print()
+        print(routing_table(rows))
+        counts = {o: sum(r["outcome"] == o for r in rows) for o in ("classified", "needs_review", "failed", "missing")}
+        latencies = sorted(r["latency_ms"] for r in rows if r["latency_ms"] is not None)
+        labelled = [r for r in rows if r["expected"] and r["outcome"] == "classified"]
+        correct = sum(r["label"] == r["expected"] for r in labelled)
+        summary = (f"{len(rows)} images: {counts['classified']} classified, {counts['needs_review']} to review, "
+                   f"{counts['failed']} failed, {counts['missing']} without outcome")
+        if labelled:
+            summary += f"; {correct}/{len(labelled)} routed to the right bay"
+        if latencies:
+            summary += (f"; upload->record latency median {median(latencies) / 1000:.2f}s, "
+                        f"max {latencies[-1] / 1000:.2f}s")
+
+        results_path = args.out / "results.json"
+        results_path.write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+        metric_lines = len(twin.metrics)
+        twin.endpoint.stop()  # flushes the data capture for the drift report
+        drift = drift_report(twin, capture_dir, args.out / "drift")
+        threshold = float(twin.deployment.stack.parameters["ConfidenceThreshold"])
+        report_path = write_report(rows, args.out, threshold=threshold, summary=summary,
+                                   drift_report=drift.report_path if drift else None)
+    finally:
+        twin.stop()
+
+    wall = time.monotonic() - started
+    print(f"\n{summary}")
+    print(f"{metric_lines} EMF metric documents emitted by the functions (see {log_path})")
+    if drift:
+        verdict = "DRIFT beyond threshold" if drift.drift_detected else "no drift beyond threshold"
+        print(f"drift vs training baseline: {verdict} ({drift.report_path})")
+    print(f"results: {results_path}\nreport:  {report_path}\nwall time: {wall:.1f}s")
+    return 1 if counts["missing"] else 0
+
+
+def drift_report(twin: Twin, capture_dir: Path, out: Path):
+    from monitoring import build_report
+    from monitoring.errors import MonitoringInputError
+
+    try:
+        return build_report(capture_dir, results_table=twin.outputs["ResultsTableName"], out=out,
+                            dynamodb_client=twin.client("dynamodb"))
+    except MonitoringInputError as exc:
+        print(f"drift report skipped: {exc}")
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
