@@ -1,7 +1,8 @@
 """classify: send the serialized image to the SageMaker endpoint and attach its class probabilities.
 
 Input: the serialize output (image_data base64, content_type). Output: the input plus
-inferences (one probability per CLASS_NAMES entry), label, confidence, endpoint_name,
+inferences (one probability per CLASS_NAMES entry), probabilities ({class name: probability},
+what the results table and the published event carry), label, confidence, endpoint_name,
 invoked_variant and endpoint_latency_ms. Every failure is a named exception; the state
 machine retries EndpointThrottledError, ModelNotReadyError and EndpointUnavailableError
 with backoff and jitter, so the client itself never retries.
@@ -234,6 +235,7 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     return {
         **event,
         "inferences": probabilities,
+        "probabilities": dict(zip(CLASS_NAMES, probabilities)),
         "label": label,
         "confidence": confidence,
         "endpoint_name": ENDPOINT_NAME,
