@@ -1,0 +1,163 @@
+"""What the deployed stack promises, read from the template after the SAM transform (offline).
+
+Intake bucket hardening, function configuration, parameter validation, state machine logging and
+tracing, the EventBridge rule's delivery guarantees and the outputs the README tells users to use.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+FUNCTIONS = ("SerializeImageFunction", "ClassifyImageFunction", "FilterInferenceFunction")
+
+
+# ------------------------------------------------------------------ intake bucket
+def test_intake_bucket_sends_events_to_eventbridge(stack):
+    # Without it no upload ever reaches the rule, and nothing is classified.
+    props = stack.properties("IntakeBucket")
+    assert props["NotificationConfiguration"]["EventBridgeConfiguration"]["EventBridgeEnabled"] is True
+
+
+def test_intake_bucket_is_encrypted_and_private(stack):
+    props = stack.properties("IntakeBucket")
+    rules = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rules and all(r["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("AES256", "aws:kms", "aws:kms:dsse")
+                         for r in rules)
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True,
+    }
+
+
+def test_intake_bucket_policy_denies_plain_http(stack):
+    policy = stack.properties("IntakeBucketPolicy")
+    bucket_arn = stack.get_att("IntakeBucket", "Arn")
+    assert policy["Bucket"] == stack.ref("IntakeBucket")
+    denials = [s for s in policy["PolicyDocument"]["Statement"]
+               if s["Effect"] == "Deny" and str(s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport")).lower()
+               == "false"]
+    assert len(denials) == 1, policy
+    deny = denials[0]
+    assert deny["Principal"] in ("*", {"AWS": "*"})
+    assert deny["Action"] in ("s3:*", ["s3:*"])
+    # Both the bucket and its objects: object reads over HTTP must be refused too.
+    assert {bucket_arn, f"{bucket_arn}/*"} <= set(deny["Resource"])
+
+
+# ------------------------------------------------------------------ functions
+def test_three_functions_on_python_313_with_code_and_requirements(stack):
+    functions = stack.of_type("AWS::Lambda::Function")
+    assert set(functions) == set(FUNCTIONS)
+    for lid in FUNCTIONS:
+        props = stack.properties(lid)
+        assert props["Runtime"] == "python3.13", lid
+        module, handler = props["Handler"].rsplit(".", 1)
+        folder = stack.code_dirs[lid]
+        source = folder / f"{module.replace('.', '/')}.py"
+        assert source.is_file(), f"{lid}: handler module {source} missing"
+        assert re.search(rf"^def {handler}\(", source.read_text(), flags=re.MULTILINE), f"{lid}: no {handler}()"
+        # sam build installs dependencies from here; without it Powertools is missing at run time.
+        assert (folder / "requirements.txt").is_file(), f"{lid}: {folder}/requirements.txt missing"
+        assert props["TracingConfig"] == {"Mode": "Active"}, lid
+
+
+def test_every_function_setting_is_read_by_its_code(stack, function_sources):
+    """An environment variable no code reads is a setting that silently does nothing."""
+    for lid in FUNCTIONS:
+        variables = stack.properties(lid)["Environment"]["Variables"]
+        # POWERTOOLS_* and LOG_LEVEL (its legacy name for the level) are read by Powertools itself.
+        ours = {name for name in variables if not name.startswith("POWERTOOLS_") and name != "LOG_LEVEL"}
+        assert ours, lid
+        unread = {name for name in ours if f'"{name}"' not in function_sources[lid]}
+        assert not unread, f"{lid} sets {sorted(unread)} but its code never reads them"
+
+
+def test_parameters_reach_the_functions(stack, defaults):
+    assert stack.properties("ClassifyImageFunction")["Environment"]["Variables"]["ENDPOINT_NAME"] == "my-endpoint"
+    assert stack.properties("ClassifyImageFunction")["Environment"]["Variables"]["CLASS_NAMES"] == defaults["ClassNames"]
+    threshold = stack.properties("FilterInferenceFunction")["Environment"]["Variables"]["THRESHOLD"]
+    assert float(threshold) == float(defaults["ConfidenceThreshold"])
+
+
+# ------------------------------------------------------------------ parameters
+@pytest.mark.parametrize("name", ["my-endpoint", "bikes", "vehicle-classifier-2024-06-01", "a", "a" * 63, "a--b"])
+def test_endpoint_name_accepts_sagemaker_names_in_lower_case(raw_template, name):
+    assert re.fullmatch(raw_template["Parameters"]["EndpointName"]["AllowedPattern"], name)
+
+
+@pytest.mark.parametrize("name", ["My-Endpoint", "ENDPOINT", "my_endpoint", "", "-endpoint", "endpoint-", "a" * 64,
+                                  "my endpoint", "arn:aws:sagemaker:us-east-1:123456789012:endpoint/x"])
+def test_endpoint_name_rejects_upper_case_and_invalid_names(raw_template, name):
+    # IAM compares the endpoint ARN case-sensitively and SageMaker lower-cases it: upper case
+    # would deploy fine and then be denied on every invocation.
+    assert not re.fullmatch(raw_template["Parameters"]["EndpointName"]["AllowedPattern"], name)
+
+
+def test_endpoint_name_has_no_default(raw_template):
+    # A made-up default would deploy a stack that fails every image; CloudFormation must ask.
+    assert "Default" not in raw_template["Parameters"]["EndpointName"]
+
+
+def test_confidence_threshold_is_a_probability(raw_template):
+    param = raw_template["Parameters"]["ConfidenceThreshold"]
+    assert param["Type"] == "Number"
+    assert (float(param["MinValue"]), float(param["MaxValue"])) == (0.0, 1.0)
+    assert 0 <= float(param["Default"]) <= 1
+
+
+# ------------------------------------------------------------------ state machine and rule
+def test_state_machine_logs_without_payloads_and_traces(stack):
+    props = stack.properties("ClassifierStateMachine")
+    logging = props["LoggingConfiguration"]
+    # Express workflows keep no execution history: the log is the only record of each step.
+    assert logging["Level"] == "ALL"
+    # The state carries the whole image in base64: never into the logs (cost, privacy).
+    assert logging["IncludeExecutionData"] is False
+    assert logging["Destinations"] == [
+        {"CloudWatchLogsLogGroup": {"LogGroupArn": stack.get_att("StateMachineLogGroup", "Arn")}}]
+    assert props["TracingConfiguration"] == {"Enabled": True}
+
+
+def _upload_rule(stack):
+    rules = stack.of_type("AWS::Events::Rule")
+    assert len(rules) == 1, f"expected one EventBridge rule, found {sorted(rules)}"
+    (lid,) = rules
+    return lid, stack.properties(lid)
+
+
+def test_rule_starts_the_state_machine_from_the_default_bus(stack):
+    _, rule = _upload_rule(stack)
+    # S3 publishes to the default bus only.
+    assert rule.get("EventBusName", "default") == "default"
+    assert rule.get("State", "ENABLED") == "ENABLED"
+    (target,) = rule["Targets"]
+    assert target["Arn"] == stack.ref("ClassifierStateMachine")
+
+
+def test_rule_retries_and_keeps_undeliverable_uploads(stack):
+    _, rule = _upload_rule(stack)
+    (target,) = rule["Targets"]
+    retry = target["RetryPolicy"]
+    assert retry["MaximumRetryAttempts"] > 0
+    assert 60 <= retry["MaximumEventAgeInSeconds"] <= 86400
+    dlq_arn = stack.get_att("RuleDeadLetterQueue", "Arn")
+    assert target["DeadLetterConfig"] == {"Arn": dlq_arn}
+    # EventBridge can only park an event there if the queue policy lets it send.
+    policy = stack.properties("RuleDeadLetterQueuePolicy")
+    assert stack.ref("RuleDeadLetterQueue") in policy["Queues"]
+    assert any(s["Effect"] == "Allow" and s["Principal"] == {"Service": "events.amazonaws.com"}
+               and s["Action"] in ("sqs:SendMessage", ["sqs:SendMessage"]) and s["Resource"] in (dlq_arn, [dlq_arn])
+               for s in policy["PolicyDocument"]["Statement"]), policy
+
+
+# ------------------------------------------------------------------ outputs
+@pytest.mark.parametrize(("output", "resource"), [
+    ("IntakeBucketName", "IntakeBucket"),
+    ("ResultsTableName", "ResultsTable"),
+    ("ReviewQueueUrl", "ReviewQueue"),
+    ("StateMachineArn", "ClassifierStateMachine"),
+])
+def test_outputs_name_the_resources_users_work_with(stack, output, resource):
+    assert output in stack.outputs, f"output {output} missing"
+    assert stack.resolve(stack.outputs[output]["Value"]) == stack.ref(resource)
