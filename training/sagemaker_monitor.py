@@ -94,12 +94,21 @@ def create(req: MonitorRequest, boto_session, log=None) -> dict:
     log(f"baselining job on {req.baseline_csv} -> {baseline_uri}")
     job = monitor.suggest_baseline(
         baseline_dataset=str(req.baseline_csv), dataset_format=DatasetFormat.csv(header=True),
-        output_s3_uri=baseline_uri, wait=req.wait_for_baseline, logs=False)
-    result = {"baseline_job_name": job.processing_job_name, "baseline_uri": baseline_uri}
+        output_s3_uri=baseline_uri, wait=False, logs=False)
+    name = job.processing_job_name
+    result = {"baseline_job_name": name, "baseline_uri": baseline_uri}
     if not req.wait_for_baseline:
         # The schedule needs the job's statistics.json/constraints.json, which exist only after it ends.
         log("not waiting for the baseline: run `monitor --skip-baseline` once it has completed")
         return result
+    log(f"waiting for baselining job {name} (typically 5-10 minutes)")
+    sm = boto_session.client("sagemaker")
+    sm.get_waiter("processing_job_completed_or_stopped").wait(
+        ProcessingJobName=name, WaiterConfig={"Delay": 30, "MaxAttempts": 120})
+    described = sm.describe_processing_job(ProcessingJobName=name)
+    if described["ProcessingJobStatus"] != "Completed":
+        raise LaunchError(f"baselining job {name} ended {described['ProcessingJobStatus']}: "
+                          f"{described.get('FailureReason', 'no reason given')}")
     return {**result, **create_schedule(req, boto_session, monitor=monitor, log=log)}
 
 
