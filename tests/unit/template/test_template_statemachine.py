@@ -1,0 +1,88 @@
+"""The state machine definition and template.yaml agree: substitutions, and the error names it routes on."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+PLACEHOLDER = re.compile(r"\$\{([^}]+)\}")
+
+
+@pytest.fixture(scope="module")
+def machine(raw_template, repo):
+    """(raw properties, definition text, parsed definition) of the one Serverless state machine."""
+    machines = {lid: r for lid, r in raw_template["Resources"].items() if r["Type"] == "AWS::Serverless::StateMachine"}
+    assert len(machines) == 1, sorted(machines)
+    (props,) = (r["Properties"] for r in machines.values())
+    text = (repo / props["DefinitionUri"]).read_text()
+    return props, text, json.loads(text)
+
+
+def test_every_placeholder_has_a_substitution(machine):
+    # An unknown ${Name} reaches Step Functions verbatim: a task would call a function named "${Name}".
+    props, text, _ = machine
+    missing = set(PLACEHOLDER.findall(text)) - set(props["DefinitionSubstitutions"])
+    assert not missing, f"no DefinitionSubstitutions entry for {sorted(missing)}"
+
+
+def test_every_substitution_is_used(machine):
+    props, text, _ = machine
+    used = set(PLACEHOLDER.findall(text))
+    assert used, "the definition uses no substitutions: the functions' ARNs cannot be in it"
+    unused = set(props["DefinitionSubstitutions"]) - used
+    assert not unused, f"DefinitionSubstitutions {sorted(unused)} are used nowhere in the definition"
+
+
+def _lambda_tasks(definition):
+    for name, state in definition["States"].items():
+        if state["Type"] == "Task" and state["Resource"] == "arn:aws:states:::lambda:invoke":
+            yield name, state
+
+
+def test_lambda_tasks_call_the_template_functions(machine, raw_template, logical_id_of):
+    props, _, definition = machine
+    called = set()
+    for name, state in _lambda_tasks(definition):
+        (placeholder,) = PLACEHOLDER.fullmatch(state["Parameters"]["FunctionName"]).groups()
+        target = logical_id_of(props["DefinitionSubstitutions"][placeholder])
+        assert raw_template["Resources"][target]["Type"] == "AWS::Serverless::Function", name
+        called.add(target)
+    functions = {lid for lid, r in raw_template["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
+    assert called == functions
+
+
+def test_named_errors_are_exceptions_the_called_function_defines(machine, raw_template, repo, logical_id_of,
+                                                                   classes_defined):
+    """Step Functions matches Retry/Catch on the Python exception's class name: a rename must fail here."""
+    props, _, definition = machine
+    checked = set()
+    for name, state in _lambda_tasks(definition):
+        (placeholder,) = PLACEHOLDER.fullmatch(state["Parameters"]["FunctionName"]).groups()
+        function = logical_id_of(props["DefinitionSubstitutions"][placeholder])
+        code = repo / raw_template["Resources"][function]["Properties"]["CodeUri"]
+        defined = classes_defined("\n".join(p.read_text() for p in code.glob("*.py")))
+        for rule in state.get("Retry", []) + state.get("Catch", []):
+            # "States.ALL", "Lambda.ServiceException"...: Step Functions' and Lambda's own errors.
+            ours = [e for e in rule["ErrorEquals"] if "." not in e]
+            unknown = [e for e in ours if e not in defined]
+            assert not unknown, f"{name} routes on {unknown}, but {code.name}/ defines no such exception"
+            checked.update(ours)
+    assert {"EndpointThrottledError", "ModelNotReadyError", "EndpointUnavailableError",
+            "LowConfidenceError"} <= checked, f"expected the workflow to route on these; it routes on {checked}"
+
+
+def test_every_failing_task_ends_in_a_failed_record(machine):
+    """The definition's promise: an upload never vanishes; each failure leaves a "failed" item in the table."""
+    _, _, definition = machine
+    states = definition["States"]
+    record = "arn:aws:states:::dynamodb:putItem"
+    for name, state in states.items():
+        if state["Type"] != "Task" or state["Resource"] == record:
+            continue
+        catch_all = [c for c in state.get("Catch", []) if "States.ALL" in c["ErrorEquals"]]
+        assert catch_all, f"{name} has no States.ALL catch"
+        target = states[catch_all[0]["Next"]]
+        assert target.get("Resource") == record, f"{name}: errors go to {catch_all[0]['Next']}, not a record"
+        assert target["Parameters"]["Item"]["outcome"] == {"S": "failed"}, name
