@@ -63,6 +63,7 @@ def test_good_answer_gives_label_confidence_and_keeps_the_state(classify, stub, 
     expect_answer(stub, [0.12, 0.88], variant="Canary")
     result = classify.lambda_handler(state(trace_id="t-1"), lambda_context)
     assert result["inferences"] == [0.12, 0.88]
+    assert result["probabilities"] == {"bicycle": 0.12, "motorcycle": 0.88}
     assert result["label"] == "motorcycle"
     assert result["confidence"] == 0.88
     assert result["endpoint_name"] == ENDPOINT
@@ -93,7 +94,9 @@ def test_class_names_follow_the_configuration(load_function, lambda_context):
     classify = load_function("classify", ENDPOINT_NAME=ENDPOINT, CLASS_NAMES="bicycle, motorcycle, scooter")
     with Stubber(classify.runtime_client()) as stub:
         expect_answer(stub, [0.1, 0.2, 0.7])
-        assert classify.lambda_handler(state(), lambda_context)["label"] == "scooter"
+        result = classify.lambda_handler(state(), lambda_context)
+    assert result["label"] == "scooter"
+    assert result["probabilities"] == {"bicycle": 0.1, "motorcycle": 0.2, "scooter": 0.7}
 
 
 def test_client_never_retries_and_has_short_timeouts(classify):
