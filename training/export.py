@@ -128,8 +128,8 @@ def write_model_dir(model_dir: pathlib.Path, nets: list[model_def.VehicleNet], *
         "hyperparameters": hyperparameters,
         "data": data,
         "training": training,
-        "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "numpy": np.__version__,
-                     "python": platform.python_version()},
+        "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": _ort_version(),
+                     "numpy": np.__version__, "python": platform.python_version()},
         "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     # metadata must exist before Classifier.load can open the directory for the baseline pass
@@ -148,6 +148,12 @@ def write_model_dir(model_dir: pathlib.Path, nets: list[model_def.VehicleNet], *
     }
     _write_json(model_dir / "baseline.json", baseline, indent=None)
     return metadata
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
 
 
 def _write_json(path: pathlib.Path, obj: dict, indent: int | None = 2) -> None:
