@@ -79,10 +79,6 @@ def count_lst(boto_session, lst_uri: str) -> tuple[int, int]:
     return len(rows), len({r[1] for r in rows})
 
 
-def _parse_overrides(pairs: dict[str, str]) -> dict[str, str]:
-    return {str(k): str(v) for k, v in pairs.items()}
-
-
 def build_trainer(req: TrainRequest, boto_session):
     """(ModelTrainer, input channels) for req; nothing is created in AWS yet."""
     from sagemaker.core import image_uris
@@ -102,7 +98,7 @@ def build_trainer(req: TrainRequest, boto_session):
         samples, classes = count_lst(boto_session, s3_join(req.data_uri, "train_lst", "train.lst"))
         count_lst(boto_session, s3_join(req.data_uri, "validation_lst", "validation.lst"))
         hps = builtin_hyperparameters(samples, classes, req.epochs or 30)
-        hps.update(_parse_overrides(req.hyperparameters))
+        hps.update({str(k): str(v) for k, v in req.hyperparameters.items()})
         trainer = ModelTrainer(
             training_image=image_uris.retrieve(BUILTIN_ALGORITHM, region=region),
             base_job_name=req.base_job_name or "scones-builtin",
@@ -119,7 +115,7 @@ def build_trainer(req: TrainRequest, boto_session):
     if req.algorithm == "pytorch":
         instance_type = req.instance_type or DEFAULT_PYTORCH_INSTANCE
         hps = {"epochs": str(req.epochs)} if req.epochs else {}
-        hps.update(_parse_overrides(req.hyperparameters))
+        hps.update({str(k): str(v) for k, v in req.hyperparameters.items()})
         requirements = TRAINING_DIR / "requirements.txt"
         trainer = ModelTrainer(
             training_image=image_uris.retrieve(
