@@ -8,6 +8,9 @@
    rewrites a rule's Step Functions target, as it is put, into a relay SQS queue, then starts the state
    machine for every event that lands there, honouring the target's RetryPolicy and DeadLetterConfig.
 
+3. moto's S3 "Object Created" events carry the literal object key; S3 URL-encodes it ('a b.png' arrives
+   as 'a+b.png'), so the relay encodes it the same way before starting the state machine.
+
 tests/integration/test_twin_adapters.py fails if a moto upgrade changes what these rely on.
 """
 
@@ -21,7 +24,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote_plus, unquote
 
 import boto3
 import botocore.session
@@ -72,6 +75,14 @@ class LambdaInvokeBridge:
             headers["X-Amz-Function-Error"] = result.function_error
         payload = json.dumps(result.payload).encode()
         return AWSResponse(request.url, 200, headers, _RawBody(payload))
+
+
+def as_s3_sends_it(event: dict[str, Any]) -> dict[str, Any]:
+    """moto puts the literal key in S3 events; S3 URL-encodes it (form encoding: space -> '+')."""
+    detail = event.get("detail", {})
+    if event.get("source") == "aws.s3" and isinstance(detail.get("object", {}).get("key"), str):
+        detail["object"]["key"] = quote_plus(detail["object"]["key"], safe="/")
+    return event
 
 
 def _default_botocore_session() -> botocore.session.Session:
@@ -158,7 +169,8 @@ class StepFunctionsTargetRelay:
 
     def _deliver(self, route: _Route, message: dict[str, Any]) -> None:
         sent = int(message["Attributes"]["SentTimestamp"]) / 1000
-        event = json.loads(message["Body"])
+        event = as_s3_sends_it(json.loads(message["Body"]))
+        body = json.dumps(event)
         error: Exception | None = None
         for attempt in range(route.max_attempts):
             if time.time() - sent > route.max_age_s:
@@ -166,7 +178,7 @@ class StepFunctionsTargetRelay:
             try:
                 # EventBridge leaves the name to Step Functions, which makes a UUID; moto does not, so we do.
                 arn = self._sfn.start_execution(stateMachineArn=route.state_machine_arn, name=str(uuid.uuid4()),
-                                                input=message["Body"])["executionArn"]
+                                                input=body)["executionArn"]
                 record = {"execution_arn": arn, "rule": route.rule, "event_id": str(event.get("id", ""))}
                 self.started.append(record)
                 for listener in self._listeners:
@@ -180,7 +192,7 @@ class StepFunctionsTargetRelay:
         if route.dead_letter_arn:
             name = route.dead_letter_arn.rsplit(":", 1)[1]
             url = self._sqs.get_queue_url(QueueName=name)["QueueUrl"]
-            self._sqs.send_message(QueueUrl=url, MessageBody=message["Body"], MessageAttributes={
+            self._sqs.send_message(QueueUrl=url, MessageBody=body, MessageAttributes={
                 "RULE_ARN": {"DataType": "String", "StringValue": route.rule},
                 "TARGET_ARN": {"DataType": "String", "StringValue": route.state_machine_arn},
                 "ERROR_MESSAGE": {"DataType": "String", "StringValue": str(error or "maximum event age exceeded")[:1000]},

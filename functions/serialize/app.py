@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote_plus
 
 import boto3
@@ -94,6 +94,7 @@ class _WorkflowState(BaseModel):
 
     s3_bucket: str = Field(min_length=3, max_length=63)
     s3_key: str = Field(min_length=1)
+    s3_key_encoding: Literal["url"] | None = None
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -124,8 +125,12 @@ def _from_state(event: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
         parsed = _WorkflowState.model_validate(event)
     except ValidationError as exc:
         raise InvalidEventError(f"malformed workflow state: {_validation_message(exc)}") from None
-    # The state carries the literal key (already decoded); it is used as is.
-    return dict(event), parsed.s3_bucket, parsed.s3_key
+    state, key = dict(event), parsed.s3_key
+    # The state machine copies EventBridge's key as delivered (URL-encoded; ASL cannot decode) and says
+    # so with s3_key_encoding; from here on the state carries the literal key.
+    if state.pop("s3_key_encoding", None) == "url":
+        key = state["s3_key"] = unquote_plus(key)
+    return state, parsed.s3_bucket, key
 
 
 def parse_event(event: Any) -> tuple[dict[str, Any], str, str]:

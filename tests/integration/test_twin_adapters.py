@@ -188,7 +188,8 @@ def test_relay_starts_the_state_machine_with_the_s3_event(aws):
     event = json.loads(described["input"])
     assert event["detail-type"] == "Object Created"
     assert event["detail"]["bucket"]["name"] == "intake"
-    assert event["detail"]["object"]["key"] == "photos/a b+c.png"
+    # URL-encoded, as S3 sends it (moto's own event carries the literal key).
+    assert event["detail"]["object"]["key"] == "photos/a+b%2Bc.png"
 
 
 def test_relay_sends_undeliverable_events_to_the_dead_letter_queue(aws):

@@ -272,6 +272,23 @@ def test_workflow_state_keys_are_used_literally(run, key):
     assert run(encode(Image.new("RGB", (4, 4)), "PNG"), key=key)["s3_key"] == key
 
 
+@pytest.mark.parametrize("key", AWKWARD_KEYS)
+def test_state_machine_keys_marked_url_encoded_are_decoded(serialize, s3, lambda_context, key):
+    # The state machine's FromEventBridgeEvent state copies EventBridge's encoded key and marks it.
+    s3.put_object(Bucket=INTAKE_BUCKET, Key=key, Body=encode(Image.new("RGB", (4, 4)), "PNG"))
+    state = {"s3_bucket": INTAKE_BUCKET, "s3_key": quote_plus(key, safe="/"), "s3_key_encoding": "url",
+             "uploaded_at": "2025-11-20T14:03:27Z"}
+    result = serialize.lambda_handler(state, lambda_context)
+    assert result["s3_key"] == key
+    assert "s3_key_encoding" not in result
+
+
+def test_an_unknown_key_encoding_is_an_invalid_event(serialize, lambda_context):
+    with pytest.raises(serialize.InvalidEventError):
+        serialize.lambda_handler({"s3_bucket": INTAKE_BUCKET, "s3_key": "a.png", "s3_key_encoding": "base64"},
+                                 lambda_context)
+
+
 def test_eventbridge_output_is_the_normalised_state(serialize, s3, lambda_context):
     s3.put_object(Bucket=INTAKE_BUCKET, Key="a.png", Body=encode(Image.new("RGB", (4, 4)), "PNG"))
     result = serialize.lambda_handler(eventbridge_event("a.png"), lambda_context)
