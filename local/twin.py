@@ -167,6 +167,7 @@ class Twin:
         """Bring the endpoint back on the same port after ``self.endpoint.stop()``."""
         old = self.endpoint
         self.endpoint = start_endpoint(old.model_dir, port=old.port, endpoint_name=old.endpoint_name,
+                                       variant=old.variant, max_payload_bytes=old.max_payload_bytes,
                                        capture=old.capture.config if old.capture else None, region=REGION)
 
     # ------------------------------------------------------------------ observing the flow
