@@ -83,6 +83,8 @@ def test_unusable_uploads_end_as_failed_records_with_their_reason(twin, key, bod
     assert record["outcome"] == "failed"
     assert record["reason"] == reason
     assert "errorMessage" in json.loads(record["error_detail"])
+    execution = twin.client("stepfunctions").describe_execution(executionArn=record["execution_arn"])
+    assert (execution["status"], execution["error"]) == ("FAILED", "ImageFailed")
 
 
 def test_low_confidence_goes_to_the_review_queue_and_is_recorded(twin, classifier):
@@ -136,6 +138,12 @@ def test_confident_results_are_published_for_dispatch(twin, classifier):
     detail = next(b["detail"] for b in bodies if b["detail"]["key"] == key)
     assert detail["label"] == record["label"] == "motorcycle"
     assert detail["confidence"] == pytest.approx(record["confidence"])
+    execution = twin.client("stepfunctions").describe_execution(executionArn=record["execution_arn"])
+    assert execution["status"] == "SUCCEEDED"
+    assert json.loads(execution["output"]) == {
+        "outcome": "classified", "s3_bucket": twin.outputs["IntakeBucketName"], "s3_key": key,
+        "label": "motorcycle", "confidence": pytest.approx(record["confidence"]),
+        "probabilities": pytest.approx(record["probabilities"])}
 
 
 def test_non_image_keys_start_nothing(twin):
@@ -188,3 +196,21 @@ def test_functions_emit_metrics_and_the_endpoint_captures_data(twin):
     predictions = [doc for doc in twin.metrics if "Predictions" in doc]
     assert all(doc["EndpointName"] == twin.endpoint_name and doc["Label"] in ("bicycle", "motorcycle")
                for doc in predictions)
+
+
+def test_drift_report_reads_every_capture_record_the_twin_wrote(twin, tmp_path):
+    from monitoring import build_report
+
+    keys = {f"capture/{i}.png" for i in range(3)}
+    for key in keys:
+        put(twin, key, sample("bicycle", 2).read_bytes())
+    wait_for(twin, keys)
+    twin.endpoint.capture.flush()
+    files = sorted(twin.settings.capture_dir.rglob("*.jsonl"))
+    lines = sum(len(f.read_text().splitlines()) for f in files)
+    assert any(len(f.read_text().splitlines()) > 1 for f in files), "expected multi-record capture files"
+    result = build_report(twin.settings.capture_dir, results_table=twin.outputs["ResultsTableName"],
+                          out=tmp_path, dynamodb_client=twin.client("dynamodb"))
+    assert result.document["capture"]["records"] == lines
+    assert result.document["results"]["items"] == len(twin.results())
+    assert result.report_path.exists()
