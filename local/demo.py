@@ -146,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{metric_lines} EMF metric documents emitted by the functions (see {log_path})")
     if drift:
         verdict = "DRIFT beyond threshold" if drift.drift_detected else "no drift beyond threshold"
-        print(f"drift vs training baseline: {verdict} ({drift.report_path})")
+        print(f"drift vs training baseline: {verdict}, PSI {drift.document['verdict']['psi_max']:.2f} ({drift.report_path})")
+        for warning in drift.document.get("warnings", []):
+            print(f"  note: {warning}")
     print(f"results: {results_path}\nreport:  {report_path}\nwall time: {wall:.1f}s")
     return 1 if counts["missing"] else 0
 
