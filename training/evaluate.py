@@ -1,6 +1,6 @@
 """Evaluate a model directory on a folder of labelled images of any size.
 
-    python -m training.evaluate --data-dir DIR [--model training/model] [--batch-size 64]
+    python -m training.evaluate --data-dir DIR [--model training/model] [--batch-size 32]
 
 DIR holds one sub-folder per class named as in the model's metadata (bicycle/, motorcycle/);
 images may be any size and format the serving path accepts. Prints accuracy, per-class
@@ -100,7 +100,7 @@ def _round(value, digits: int = 6):
     return None if value is None else round(float(value), digits)
 
 
-def evaluate(data_dir: pathlib.Path, model_dir: pathlib.Path, batch_size: int = 64, log=sys.stderr) -> dict:
+def evaluate(data_dir: pathlib.Path, model_dir: pathlib.Path, batch_size: int = 32, log=sys.stderr) -> dict:
     classifier = Classifier.load(model_dir)
     items = list_labelled(data_dir, classifier.classes)
     probs, labels, unreadable = [], [], []
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", required=True, type=pathlib.Path)
     p.add_argument("--model", type=pathlib.Path, default=DEFAULT_MODEL_DIR,
                    help="model directory (or its model.onnx); default: the shipped training/model")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=32, help="images per onnxruntime call (memory grows ~15 MB per image)")
     args = p.parse_args(argv)
     model_dir = args.model.parent if args.model.is_file() else args.model
     if args.batch_size < 1:

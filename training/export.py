@@ -1,9 +1,8 @@
 """Write a trained model directory: model.onnx, metadata.json, baseline.json.
 
 - model.onnx: the fused ProbabilityGraph; input "image" (N, 3, S, S) float32 in [0, 1], output
-  "probabilities" (N, C). Weights are stored as float16 and cast to float32 once when
-  onnxruntime loads the graph (constant folding), so the file is half the size and inference
-  still runs in float32.
+  "probabilities" (N, C). Weights may be stored as float16 or per-channel int8 and are restored
+  to float32 by Cast/Mul nodes that onnxruntime folds at load time (see _compress_weights).
 - metadata.json: classes, input contract, architecture, metrics, hyper-parameters, data hash,
   versions, sha256 of model.onnx.
 - baseline.json: the exported model's probabilities on every validation image, computed through
@@ -35,7 +34,8 @@ except ImportError:  # SageMaker script mode: run from inside training/
 
 MODEL_FILE = "model.onnx"
 OPSET = 17
-FP16_MIN_ELEMENTS = 16  # tiny tensors (shape constants etc.) stay as they are
+MIN_COMPRESS_ELEMENTS = 16  # tiny tensors (shape constants etc.) stay as they are
+WEIGHT_DTYPES = ("float32", "float16", "int8")
 
 
 def sha256_file(path: pathlib.Path) -> str:
@@ -47,8 +47,8 @@ def sha256_file(path: pathlib.Path) -> str:
 
 
 def export_onnx(nets: list[model_def.VehicleNet], path: pathlib.Path, input_size: int, flip_tta: bool,
-                fp16_weights: bool = True) -> None:
-    """Fuse BatchNorm, export the probability graph to ONNX, optionally store weights as float16."""
+                weights_dtype: str = "float16") -> None:
+    """Fuse BatchNorm, export the probability graph to ONNX, store the weights as weights_dtype."""
     fused = [copy.deepcopy(net).eval().fuse() for net in nets]
     graph = model_def.ProbabilityGraph(fused, flip_tta).eval()
     dummy = torch.rand(2, 3, input_size, input_size)
@@ -59,6 +59,8 @@ def export_onnx(nets: list[model_def.VehicleNet], path: pathlib.Path, input_size
         # spatial sizes are fixed by the input contract, so shape-dependent Python branches are
         # meant to be traced as constants; only the batch axis is dynamic
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # deliberate: the TorchScript exporter needs no onnxscript (see comment above)
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(graph, (dummy,), str(path), dynamo=False, opset_version=OPSET,
                           input_names=["image"], output_names=["probabilities"],
                           dynamic_axes={"image": {0: "batch"}, "probabilities": {0: "batch"}},
@@ -68,29 +70,50 @@ def export_onnx(nets: list[model_def.VehicleNet], path: pathlib.Path, input_size
     missing = [k for k in graph.state_dict() if k not in names]
     if missing:
         raise RuntimeError(f"ONNX export renamed/folded weights {missing[:5]}; load_torch_model would break")
-    if fp16_weights:
-        _weights_to_fp16(proto)
+    _compress_weights(proto, weights_dtype)
     proto.producer_name = "scones-vehicle-classifier"
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
 
 
-def _weights_to_fp16(proto: onnx.ModelProto) -> None:
-    """Store float32 initializers as float16 + a Cast node restoring the original name."""
-    casts = []
-    for tensor in proto.graph.initializer:
-        if tensor.data_type != TensorProto.FLOAT or int(np.prod(tensor.dims)) < FP16_MIN_ELEMENTS:
+def _compress_weights(proto: onnx.ModelProto, dtype: str) -> None:
+    """Store float32 weights compactly; small Cast/Mul nodes restore float32 under the original names.
+
+    onnxruntime constant-folds those nodes when it loads the model, so inference still runs in
+    float32 at full speed; only the file shrinks. float16 halves it; int8 (symmetric, one scale per
+    output channel, for conv/linear weights; biases stay float16) quarters it.
+    """
+    if dtype == "float32":
+        return
+    if dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weight dtype must be one of {WEIGHT_DTYPES}, got {dtype!r}")
+    restore = []
+    for tensor in list(proto.graph.initializer):  # a snapshot: scales are appended while we go
+        if tensor.data_type != TensorProto.FLOAT or int(np.prod(tensor.dims)) < MIN_COMPRESS_ELEMENTS:
             continue
-        name = tensor.name
-        half = numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float16), name + model_def.FP16_SUFFIX)
-        tensor.CopyFrom(half)
-        casts.append(helper.make_node("Cast", [half.name], [name], to=TensorProto.FLOAT, name=f"cast_{name}"))
+        name, weights = tensor.name, numpy_helper.to_array(tensor)
+        # int8 only for the 1x1 convolutions and the linear layer (~95% of the weights); depthwise
+        # and stem kernels are tiny and quantize worst, so they stay float16
+        pointwise = weights.ndim == 2 or (weights.ndim == 4 and weights.shape[2:] == (1, 1))
+        if dtype == "int8" and pointwise:
+            peak = np.abs(weights.reshape(len(weights), -1)).max(1)
+            # all-zero (dead) channels exist in the pretrained net: keep their scale positive
+            scale = np.maximum(peak / 127.0, np.finfo(np.float32).tiny).astype(np.float32)
+            scale = scale.reshape((-1,) + (1,) * (weights.ndim - 1))
+            q = np.clip(np.rint(weights / scale), -127, 127).astype(np.int8)
+            tensor.CopyFrom(numpy_helper.from_array(q, name + model_def.INT8_SUFFIX))
+            proto.graph.initializer.append(numpy_helper.from_array(scale, name + model_def.SCALE_SUFFIX))
+            restore += [helper.make_node("Cast", [tensor.name], [name + ".f32"], to=TensorProto.FLOAT),
+                        helper.make_node("Mul", [name + ".f32", name + model_def.SCALE_SUFFIX], [name])]
+        else:
+            tensor.CopyFrom(numpy_helper.from_array(weights.astype(np.float16), name + model_def.FP16_SUFFIX))
+            restore.append(helper.make_node("Cast", [tensor.name], [name], to=TensorProto.FLOAT))
     nodes = list(proto.graph.node)
     del proto.graph.node[:]
-    proto.graph.node.extend(casts + nodes)
+    proto.graph.node.extend(restore + nodes)
 
 
-def predict_files(classifier: inference.Classifier, files: list[pathlib.Path], batch_size: int = 100) -> np.ndarray:
+def predict_files(classifier: inference.Classifier, files: list[pathlib.Path], batch_size: int = 32) -> np.ndarray:
     out = []
     for start in range(0, len(files), batch_size):
         out.extend(classifier.predict_many([f.read_bytes() for f in files[start:start + batch_size]]))
@@ -100,11 +123,11 @@ def predict_files(classifier: inference.Classifier, files: list[pathlib.Path], b
 def write_model_dir(model_dir: pathlib.Path, nets: list[model_def.VehicleNet], *, classes: list[str],
                     input_size: int, flip_tta: bool, architecture: dict, hyperparameters: dict,
                     data: dict, val_files: list[pathlib.Path], val_labels: list[int], training: dict,
-                    fp16_weights: bool = True) -> dict:
+                    weights_dtype: str = "float16") -> dict:
     """Export everything serving needs into model_dir; returns the metadata written."""
     model_dir = pathlib.Path(model_dir)
     model_path = model_dir / MODEL_FILE
-    export_onnx(nets, model_path, input_size, flip_tta, fp16_weights)
+    export_onnx(nets, model_path, input_size, flip_tta, weights_dtype)
     metadata = {
         "model_file": MODEL_FILE,
         "format": "onnx",
@@ -124,7 +147,8 @@ def write_model_dir(model_dir: pathlib.Path, nets: list[model_def.VehicleNet], *
         ),
         "normalization": {"inside_graph": True, "mean": architecture["mean"], "std": architecture["std"]},
         "architecture": architecture | {"flip_tta": flip_tta, "ensemble": len(nets)},
-        "weights_dtype": "float16 (cast to float32 at load)" if fp16_weights else "float32",
+        "weights_dtype": weights_dtype,
+        "compute_dtype": "float32",
         "hyperparameters": hyperparameters,
         "data": data,
         "training": training,

@@ -215,11 +215,16 @@ def load_torch_model(model_dir: str | pathlib.Path | None = None) -> nn.Module:
     metadata = json.loads((model_dir / "metadata.json").read_text())
     graph = build_graph(metadata)
     proto = onnx.load(str(model_dir / metadata["model_file"]))
+    # compressed weights (training.export._compress_weights): "<name>.fp16" is cast back to float32,
+    # "<name>.int8" is multiplied by "<name>.scale"; the result equals what onnxruntime computes
+    raw = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
     inits = {}
-    for tensor in proto.graph.initializer:
-        # fp16-stored weights are named "<name>.fp16" and cast back to float32 in the graph
-        name = tensor.name.removesuffix(FP16_SUFFIX)
-        inits[name] = torch.from_numpy(numpy_helper.to_array(tensor).astype(np.float32))
+    for name, array in raw.items():
+        if name.endswith(INT8_SUFFIX):
+            base = name.removesuffix(INT8_SUFFIX)
+            inits[base] = torch.from_numpy(array.astype(np.float32) * raw[base + SCALE_SUFFIX])
+        elif not name.endswith(SCALE_SUFFIX):
+            inits[name.removesuffix(FP16_SUFFIX)] = torch.from_numpy(array.astype(np.float32))
     state = graph.state_dict()
     missing = [k for k in state if k not in inits]
     if missing:
@@ -229,4 +234,4 @@ def load_torch_model(model_dir: str | pathlib.Path | None = None) -> nn.Module:
     return graph
 
 
-FP16_SUFFIX = ".fp16"
+FP16_SUFFIX, INT8_SUFFIX, SCALE_SUFFIX = ".fp16", ".int8", ".scale"

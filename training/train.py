@@ -62,7 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
+    p.add_argument("--backbone-lr", type=float, default=1.0, help="pretrained body's LR as a fraction of --lr")
     p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--ema", type=float, default=0.0, help="per-step EMA decay of the weights (0 = off)")
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--resolution", type=int, default=128, help="network input size (upsampled inside the graph)")
@@ -77,7 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ensemble", type=int, default=1, help="members trained with seeds seed, seed+1, ...")
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fp16-weights", type=str2bool, default=True, help="store ONNX weights as float16")
+    p.add_argument("--weights-dtype", choices=export.WEIGHT_DTYPES, default="float16",
+                   help="storage type of the ONNX weights (inference always runs in float32)")
     args = p.parse_args(argv)
     if not args.data_dir:
         p.error("no training data: pass --data-dir or set SM_CHANNEL_TRAIN")
@@ -167,7 +170,7 @@ def augment(x: torch.Tensor, padding: int, hflip: bool, resample: float, gen: to
 # ---------------------------------------------------------------- training
 
 @torch.no_grad()
-def predict_proba(nets: list[model_def.VehicleNet], x: torch.Tensor, flip_tta: bool, batch_size: int = 200) -> torch.Tensor:
+def predict_proba(nets: list[model_def.VehicleNet], x: torch.Tensor, flip_tta: bool, batch_size: int = 50) -> torch.Tensor:
     graph = model_def.ProbabilityGraph(nets, flip_tta).eval()
     return torch.cat([graph(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
@@ -179,10 +182,17 @@ def train_member(args, seed: int, member: int, x_train, y_train, x_val, y_val, n
     if args.pretrained:
         model_def.load_pretrained(net)
     net.set_drop_path(args.drop_path)
-    decay = [p for n, p in net.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1]  # biases and BatchNorm scales
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+    groups = []
+    for is_head in (False, True):  # the fresh head learns at --lr, the pretrained body at a fraction
+        for decays in (True, False):  # no weight decay on biases and BatchNorm scales
+            params = [p for n, p in net.named_parameters() if n.startswith("fc.") == is_head and (p.ndim > 1) == decays]
+            groups.append({"params": params, "weight_decay": args.weight_decay if decays else 0.0,
+                           "lr_scale": 1.0 if is_head else args.backbone_lr})
+    opt = torch.optim.AdamW(groups, lr=args.lr)
+    # an exponential moving average of the weights (and BatchNorm statistics) is what gets evaluated
+    # and exported when --ema > 0: smoother than the last step on 13 batches per epoch
+    ema = (torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(args.ema),
+                                               use_buffers=True) if args.ema > 0 else None)
     steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
     total, warmup = args.epochs * steps_per_epoch, int(args.warmup_epochs * steps_per_epoch)
 
@@ -202,24 +212,27 @@ def train_member(args, seed: int, member: int, x_train, y_train, x_val, y_val, n
                 continue
             xb, yb = augment(x_train[idx], args.crop_padding, args.hflip, args.resample_aug, gen), y_train[idx]
             for group in opt.param_groups:
-                group["lr"] = lr_at(step)
+                group["lr"] = lr_at(step) * group["lr_scale"]
             logits = net(xb)
             loss = F.cross_entropy(logits, yb, label_smoothing=args.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if ema is not None:
+                ema.update_parameters(net)
             step += 1
             seen += len(idx)
             loss_sum += loss.item() * len(idx)
             correct += (logits.argmax(1) == yb).sum().item()
-        net.eval()
-        val_acc = (predict_proba([net], x_val, args.flip_tta).argmax(1) == y_val).float().mean().item()
+        final = ema.module if ema is not None else net
+        final.eval()
+        val_acc = (predict_proba([final], x_val, args.flip_tta).argmax(1) == y_val).float().mean().item()
         record = {"member": member, "epoch": epoch, "loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
                   "val_acc": val_acc, "lr": lr_at(step - 1), "seconds": time.perf_counter() - t0}
         history.append(record)
         print(f"member {member + 1}/{args.ensemble} epoch {epoch}/{args.epochs}  loss {record['loss']:.4f}  "
               f"train_acc {record['train_acc']:.3f}  val_acc {val_acc:.3f}  ({record['seconds']:.1f}s)", flush=True)
-    return net.eval()
+    return final.eval()
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -266,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
                   "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                   "train_seconds": round(train_seconds, 1), "threads": args.threads,
                   "torch_validation_accuracy": val_acc, "history": history},
-        fp16_weights=args.fp16_weights)
+        weights_dtype=args.weights_dtype)
     v = metadata["validation"]
     print(f"exported {metadata['model_file']} ({metadata['model_bytes'] / 1e6:.2f} MB) to {args.model_dir}; "
           f"validation accuracy (onnx, n={v['n']}) {v['accuracy']:.4f} "
