@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote_plus, unquote_plus
 
 import boto3
 import requests
@@ -197,6 +198,7 @@ class Twin:
     def _track(self, record: dict[str, str], event: dict[str, Any]) -> None:
         detail = event.get("detail", {})
         bucket, key = detail.get("bucket", {}).get("name", "?"), detail.get("object", {}).get("key", "?")
+        key = unquote_plus(key)  # S3 events carry the key URL-encoded
         log.info("started %s for s3://%s/%s", record["execution_arn"].rsplit(":", 1)[-1], bucket, key)
         with self._watch_lock:
             self._watch[record["execution_arn"]] = (bucket, key, time.monotonic())
@@ -226,8 +228,13 @@ class Twin:
                     listener(done)
 
     def _failure_reason(self, bucket: str, key: str) -> str:
-        item = self.client("dynamodb").get_item(TableName=self.outputs["ResultsTableName"],
-                                                Key={"bucket": {"S": bucket}, "key": {"S": key}}).get("Item", {})
+        dynamodb, item = self.client("dynamodb"), {}
+        # A failure before serialize decoded the key is recorded under the key as S3 delivered it.
+        for candidate in dict.fromkeys((key, quote_plus(key, safe="/"))):
+            item = dynamodb.get_item(TableName=self.outputs["ResultsTableName"],
+                                     Key={"bucket": {"S": bucket}, "key": {"S": candidate}}).get("Item", {})
+            if item:
+                break
         reason = item.get("reason", {}).get("S", "no record")
         try:
             message = json.loads(item["error_detail"]["S"])["errorMessage"]
