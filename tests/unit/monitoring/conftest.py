@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# Tests import these builders as `drift_report_helpers`: `from conftest import ...` breaks when
+# pytest loads another folder's conftest.py first (every one of them is a module named "conftest").
+sys.modules["drift_report_helpers"] = sys.modules[__name__]
 
 CLASSES = ["bicycle", "motorcycle"]
 START = datetime(2026, 11, 21, 6, 0, 0, tzinfo=timezone.utc)
