@@ -20,7 +20,7 @@ from monitoring.drift import (
 from monitoring.errors import MonitoringInputError
 from monitoring.report import write_html, write_json
 from monitoring.results import read_results, summarise_results
-from monitoring.times import format_time, parse_time
+from monitoring.times import as_utc, format_time, parse_time
 from monitoring.timeseries import capture_series, choose_bucket_seconds, results_series
 
 DEFAULT_BASELINE = Path("training/model/baseline.json")
@@ -88,6 +88,10 @@ def build_report(
             since = parse_time(since)
         except ValueError:
             raise MonitoringInputError(f"--since is not an ISO-8601 time: {since!r}") from None
+    elif isinstance(since, datetime):
+        # A naive datetime from a Python caller would make every comparison with the
+        # (aware, UTC) capture times raise TypeError.
+        since = as_utc(since)
 
     data = read_capture(capture, classes=baseline.classes, since=since, s3_client=s3_client)
     if not data.records:

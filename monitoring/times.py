@@ -11,10 +11,14 @@ def parse_time(value: str) -> datetime:
     """
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"not an ISO-8601 timestamp: {value!r}")
-    parsed = datetime.fromisoformat(value.strip())
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+    return as_utc(datetime.fromisoformat(value.strip()))
+
+
+def as_utc(value: datetime) -> datetime:
+    """The same instant in UTC; a naive datetime is taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
 
 
 def format_time(value: datetime) -> str:
