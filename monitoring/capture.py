@@ -129,9 +129,10 @@ def _s3_blobs(uri: str, client) -> Iterator[tuple[str, bytes]]:
     # "capture" must not also match "capture-old/": list a folder, not a name prefix.
     if prefix and not prefix.endswith("/") and not prefix.endswith(".jsonl"):
         prefix += "/"
-    # boto3 honours AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, which is how an emulator is used.
-    client = client or boto3.client("s3")
     try:
+        # boto3 honours AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, which is how an emulator is used.
+        # Created inside the try so a bad profile or configuration is an input error too.
+        client = client or boto3.client("s3")
         keys = [
             obj["Key"]
             for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
@@ -177,10 +178,14 @@ def parse_line(raw: bytes | str, source: str = "", classes: Sequence[str] | None
     if not isinstance(obj, dict):
         raise CaptureLineError("line is not a JSON object")
 
-    output = (obj.get("captureData") or {}).get("endpointOutput")
+    # Any JSON type can sit where an object belongs; .get on it would end the whole read.
+    capture = obj.get("captureData")
+    output = capture.get("endpointOutput") if isinstance(capture, dict) else None
     if not isinstance(output, dict):
         raise CaptureLineError("no captureData.endpointOutput (is the capture mode Input only?)")
-    metadata = obj.get("eventMetadata") or {}
+    metadata = obj.get("eventMetadata")
+    if not isinstance(metadata, dict):
+        metadata = {}
     try:
         inference_time = parse_time(metadata.get("inferenceTime"))
     except (TypeError, ValueError):

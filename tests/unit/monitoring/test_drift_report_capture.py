@@ -109,6 +109,21 @@ def test_corrupt_and_unusable_lines_are_counted_not_fatal(tmp_path):
     assert all(b.source.endswith("torn.jsonl") for b in data.bad_lines)
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"captureData": [1, 2], "eventMetadata": {"inferenceTime": "2026-11-21T06:00:00Z"}}',
+        '{"captureData": {"endpointOutput": {"data": "[0.5, 0.5]", "encoding": "JSON"}}, "eventMetadata": "x"}',
+        "[1, 2]",
+    ],
+)
+def test_json_of_the_wrong_shape_is_a_bad_line_not_a_crash(tmp_path, line):
+    good = capture_line([0.9, 0.1], START)
+    write_tree(tmp_path, {capture_key(START, "odd"): f"{good}\n{line}\n"})
+    data = read_capture(tmp_path, classes=CLASSES)
+    assert len(data.records) == 1 and [b.line for b in data.bad_lines] == [2]
+
+
 def test_fractional_second_inference_times_are_parsed_and_ordered(tmp_path):
     times = ["2026-11-21T06:00:00.900Z", "2026-11-21T06:00:00.1Z", "2026-11-21T06:00:00.123456789Z",
              "2026-11-21T07:00:00+01:00"]
