@@ -55,10 +55,11 @@ def read_results(table: str, *, since: datetime | None = None, client=None) -> R
     from boto3.dynamodb.types import TypeDeserializer
     from botocore.exceptions import BotoCoreError, ClientError
 
-    client = client or boto3.client("dynamodb")
     deserializer = TypeDeserializer()
     data = ResultsData(table=table)
     try:
+        # Inside the try: with no region configured, creating the client raises NoRegionError.
+        client = client or boto3.client("dynamodb")
         for page in client.get_paginator("scan").paginate(TableName=table):
             for raw in page.get("Items", []):
                 item = {k: deserializer.deserialize(v) for k, v in raw.items()}

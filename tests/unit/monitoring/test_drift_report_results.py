@@ -124,3 +124,12 @@ def test_since_keeps_only_recent_items(dynamodb):
 def test_missing_table_is_an_input_error(dynamodb):
     with pytest.raises(MonitoringInputError, match="results table not found: nope"):
         read_results("nope", client=dynamodb)
+
+
+def test_no_region_configured_is_an_input_error(monkeypatch, tmp_path):
+    # Without a region boto3 cannot even create the client; the CLI must still exit 2, not crash.
+    for name in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    with pytest.raises(MonitoringInputError, match="cannot scan results table results"):
+        read_results(TABLE)
