@@ -115,7 +115,10 @@ def build_report(
     outcome_series = results_series(results.items, width) if results else []
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MonitoringInputError(f"cannot create the output folder {out}: {exc}") from None
     chart_files = {
         "baseline_vs_live": charts.baseline_vs_live(out, figures),
         "confidence_over_time": charts.confidence_over_time(out, data.records, live_series, width, threshold),

@@ -228,6 +228,13 @@ def test_out_of_range_thresholds_exit_2(capsys, tmp_path, baseline_path, healthy
     assert code == 2 and "threshold" in err
 
 
+def test_out_that_is_a_file_exits_2(capsys, tmp_path, baseline_path, healthy_capture):
+    capture, _ = healthy_capture
+    (tmp_path / "taken").write_text("")
+    code, _, err = run(capsys, "--capture", capture, "--baseline", baseline_path, "--out", tmp_path / "taken")
+    assert code == 2 and "cannot create the output folder" in err
+
+
 def test_missing_capture_option_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
         main([])
