@@ -254,6 +254,9 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         train_items, val_items = stratified_split(items, args.val_fraction)
         split = f"stratified {args.val_fraction:.0%} hold-out of the training folder (sha256 of class/file name order)"
+    if not val_items or not train_items:
+        raise ValueError(f"need training and validation images, got {len(train_items)} / {len(val_items)} "
+                         f"(each class needs at least 2 images for the hold-out)")
     print(f"classes {classes}: {len(train_items)} training / {len(val_items)} validation images ({split})", flush=True)
     x_train, y_train = load_tensors(train_items)
     x_val, y_val = load_tensors(val_items)
