@@ -11,7 +11,8 @@ PY313_BIN := $(firstword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.1
 SAM_PATH := $(if $(PY313_BIN),$(PY313_BIN):)$(CURDIR)/$(BIN):$(PATH)
 PORT ?= 4566
 
-.PHONY: help venv test lint build demo local results clean
+.PHONY: help venv test lint build demo local results train evaluate serve benchmark clean
+TRAIN_DATA ?= ../shared/data/cifar100-bikes/train
 
 help:
 	@echo "make demo   - run the whole flow on the local twin (main job)"
@@ -19,6 +20,10 @@ help:
 	@echo "make local  - start the local twin on 127.0.0.1:$(PORT) (Ctrl-C stops it)"
 	@echo "make lint   - cfn-lint, sam validate --lint, asl-validator"
 	@echo "make build  - sam build"
+	@echo "make train  - train and export a model into build/model (TRAIN_DATA=folder of bicycle/ motorcycle/)"
+	@echo "make evaluate DATA=dir - evaluate the shipped model on a labelled folder"
+	@echo "make serve  - the shipped model as a local SageMaker endpoint on :8080"
+	@echo "make benchmark - ONNX vs PyTorch eager vs the HTTP endpoint"
 
 venv: $(STAMP)
 
@@ -51,6 +56,19 @@ local: $(STAMP)
 
 results: $(STAMP)
 	$(BIN)/python -m local.results --port $(PORT)
+
+train: $(STAMP)
+	$(BIN)/python -m training.train --data-dir $(TRAIN_DATA) --model-dir build/model
+
+evaluate: $(STAMP)
+	@test -n "$(DATA)" || { echo "usage: make evaluate DATA=<folder with bicycle/ and motorcycle/>"; exit 2; }
+	$(BIN)/python -m training.evaluate --data-dir "$(DATA)"
+
+serve: $(STAMP)
+	$(BIN)/python -m training.serve --model-dir training/model --port 8080
+
+benchmark: $(STAMP)
+	$(BIN)/python -m training.benchmark
 
 clean:
 	rm -rf .aws-sam build
