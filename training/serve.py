@@ -27,7 +27,6 @@ import logging
 import pathlib
 import queue
 import signal
-import socket
 import sys
 import threading
 import time

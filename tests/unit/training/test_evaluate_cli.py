@@ -1,6 +1,5 @@
 """training.evaluate: the metrics themselves and the CLI on a folder of mixed-size images."""
 
-import io
 import json
 import pathlib
 import subprocess

@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 from PIL import Image
 
 from training.inference import DEFAULT_MODEL_DIR, Classifier
-from training.serve import MAX_PAYLOAD_BYTES, EndpointServer, ModelLoadError, start_endpoint
+from training.serve import MAX_PAYLOAD_BYTES, ModelLoadError, start_endpoint
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 DATA = REPO.parent / "shared" / "data" / "cifar100-bikes" / "train"
