@@ -85,8 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     for old in capture_dir.rglob("*.jsonl") if capture_dir.exists() else []:
         old.unlink()  # the drift report is about this run's traffic only
     log_path = args.out / "twin.log"
-    logging.basicConfig(filename=log_path, filemode="w", level=logging.INFO,
-                        format="%(asctime)s %(name)s %(message)s", force=True)
+    # The twin's own log goes to a file; the terminal gets the progress and the table.
+    log_file = logging.FileHandler(log_path, mode="w")
+    log_file.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(log_file)
+    root.setLevel(logging.INFO)
 
     print(f"starting the local twin (log: {log_path}) ...", flush=True)
     twin = Twin(TwinSettings(port=free_port(), stack_name="scones-demo", capture_dir=capture_dir))
@@ -140,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                                    drift_report=drift.report_path if drift else None)
     finally:
         twin.stop()
+        root.removeHandler(log_file)
+        log_file.close()
 
     wall = time.monotonic() - started
     print(f"\n{summary}")
