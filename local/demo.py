@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import socket
 import sys
 import time
 from datetime import datetime
@@ -18,7 +17,8 @@ from pathlib import Path
 from statistics import median
 
 from local.demo_report import write_report
-from local.twin import ROOT, Twin, TwinSettings
+from local.results import format_columns
+from local.twin import ROOT, Twin, TwinSettings, free_port
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 DEFAULT_IMAGES = ROOT / "local" / "sample_images"
@@ -35,40 +35,19 @@ def find_images(folder: Path) -> list[Path]:
     return images
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def expected_label(path: Path, root: Path) -> str | None:
     """The folder an image sits in names its class when it is one of ours (bicycle/, motorcycle/)."""
     parent = path.relative_to(root).parts[0] if len(path.relative_to(root).parts) > 1 else None
     return parent if parent in LOADING_BAYS else None
 
 
-def wait_for_records(twin: Twin, keys: set[str], timeout_s: float) -> dict[str, dict]:
-    deadline = time.monotonic() + timeout_s
-    found: dict[str, dict] = {}
-    while time.monotonic() < deadline:
-        found = {item["key"]: item for item in twin.results() if item["key"] in keys}
-        print(f"\r  {len(found)}/{len(keys)} outcomes recorded", end="", flush=True)
-        if len(found) == len(keys):
-            break
-        time.sleep(0.25)
-    print()
-    return found
-
-
 def routing_table(rows: list[dict]) -> str:
-    header = ("image", "vehicle", "confidence", "outcome", "route", "latency")
-    lines = [header]
+    lines = [("image", "vehicle", "confidence", "outcome", "route", "latency")]
     for r in rows:
         confidence = f"{r['confidence']:.3f}" if r.get("confidence") is not None else "-"
         latency = f"{r['latency_ms'] / 1000:.2f}s" if r.get("latency_ms") is not None else "-"
         lines.append((r["key"], r.get("label") or "-", confidence, r["outcome"], r["route"], latency))
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines)
+    return format_columns(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             key = "demo/" + path.relative_to(args.images).as_posix()
             uploaded[key] = (path, time.time())
             s3.upload_file(str(path), bucket, key)
-        records = wait_for_records(twin, set(uploaded), args.timeout)
+        records = twin.wait_for_results(set(uploaded), args.timeout, progress=lambda done, total: print(
+            f"\r  {done}/{total} outcomes recorded", end="", flush=True))
+        print()
         rows = []
         for key, (path, sent_at) in uploaded.items():
             item = records.get(key)

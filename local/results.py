@@ -32,13 +32,18 @@ def scan_results(dynamodb, table: str) -> list[dict[str, Any]]:
     return sorted(items, key=lambda i: (i.get("recorded_at", ""), i["key"]))
 
 
+def format_columns(rows: list[tuple]) -> str:
+    """Rows (the first one the header) as left-aligned text columns."""
+    widths = [max(len(str(r[c])) for r in rows) for c in range(len(rows[0]))]
+    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
+
+
 def format_table(items: list[dict[str, Any]]) -> str:
     rows = [("key", "outcome", "label", "confidence", "reason")]
     for i in items:
         confidence = f"{i['confidence']:.3f}" if "confidence" in i else "-"
         rows.append((i["key"], i["outcome"], i.get("label", "-"), confidence, i.get("reason", "")))
-    widths = [max(len(str(r[c])) for r in rows) for c in range(len(rows[0]))]
-    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
+    return format_columns(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

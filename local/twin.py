@@ -51,6 +51,13 @@ class TwinSettings:
     lambda_concurrency: int = 4
 
 
+def free_port() -> int:
+    """A port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _ensure_free(port: int) -> None:
     """moto's server thread would fail silently on a busy port; say so up front."""
     with socket.socket() as probe:
@@ -59,16 +66,6 @@ def _ensure_free(port: int) -> None:
             probe.bind(("127.0.0.1", port))
         except OSError as exc:
             raise OSError(f"port {port} on 127.0.0.1 is in use") from exc
-
-
-@dataclass
-class ExecutionEvent:
-    execution_arn: str
-    bucket: str
-    key: str
-    status: str  # SUCCEEDED / FAILED / TIMED_OUT / ABORTED
-    output: dict[str, Any] | None
-    seconds: float
 
 
 class Twin:
@@ -84,7 +81,6 @@ class Twin:
         self._relay: StepFunctionsTargetRelay | None = None
         self._watch: dict[str, tuple[str, str, float]] = {}
         self._watch_lock = threading.Lock()
-        self._listeners: list[Callable[[ExecutionEvent], None]] = []
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -92,7 +88,8 @@ class Twin:
     def client(self, service: str):
         """A boto3 client for the emulated services, configured as a user's would be."""
         return boto3.client(service, endpoint_url=self.url, region_name=REGION,
-                            aws_access_key_id="local-twin", aws_secret_access_key="local-twin",
+                            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
                             config=Config(retries={"mode": "standard", "max_attempts": 3}))
 
     @property
@@ -172,9 +169,6 @@ class Twin:
                                        capture=old.capture.config if old.capture else None, region=REGION)
 
     # ------------------------------------------------------------------ observing the flow
-    def on_execution_done(self, listener: Callable[[ExecutionEvent], None]) -> None:
-        self._listeners.append(listener)
-
     def _function_output(self, function: str, line: str) -> None:
         short = function.split("-")[-2] if function.count("-") >= 2 else function
         try:
@@ -219,13 +213,10 @@ class Twin:
                 with self._watch_lock:
                     self._watch.pop(arn, None)
                 output = json.loads(described["output"]) if described.get("output") else None
-                done = ExecutionEvent(arn, bucket, key, described["status"], output, time.monotonic() - started)
                 summary = (f"{output.get('outcome')} {output.get('label')} {output.get('confidence', 0):.3f}"
                            if output else self._failure_reason(bucket, key))
-                log.info("%s %s s3://%s/%s: %s (%.2fs)", "done" if done.status == "SUCCEEDED" else "FAILED",
-                         arn.rsplit(":", 1)[-1], bucket, key, summary, done.seconds)
-                for listener in self._listeners:
-                    listener(done)
+                log.info("%s %s s3://%s/%s: %s (%.2fs)", "done" if described["status"] == "SUCCEEDED" else "FAILED",
+                         arn.rsplit(":", 1)[-1], bucket, key, summary, time.monotonic() - started)
 
     def _failure_reason(self, bucket: str, key: str) -> str:
         dynamodb, item = self.client("dynamodb"), {}
@@ -248,3 +239,17 @@ class Twin:
         from local.results import scan_results
 
         return scan_results(self.client("dynamodb"), self.outputs["ResultsTableName"])
+
+    def wait_for_results(self, keys: set[str], timeout_s: float,
+                         progress: Callable[[int, int], None] | None = None) -> dict[str, dict[str, Any]]:
+        """The records of ``keys`` by key, once all are in or ``timeout_s`` has passed (then some may be missing)."""
+        deadline = time.monotonic() + timeout_s
+        found: dict[str, dict[str, Any]] = {}
+        while time.monotonic() < deadline:
+            found = {item["key"]: item for item in self.results() if item["key"] in keys}
+            if progress:
+                progress(len(found), len(keys))
+            if len(found) == len(keys):
+                break
+            time.sleep(0.2)
+        return found

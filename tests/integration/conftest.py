@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from twin_helpers import free_port
 
-from local.twin import Twin, TwinSettings
+from local.twin import Twin, TwinSettings, free_port
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,10 @@ import boto3
 import pytest
 import requests
 from moto.server import ThreadedMotoServer
-from twin_helpers import free_port
 
 from local.adapters import LambdaInvokeBridge, StepFunctionsTargetRelay
 from local.lambda_runtime import LambdaRuntime, LocalFunction
+from local.twin import free_port
 
 ROLE = "arn:aws:iam::123456789012:role/test"
 FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:plate-reader"
