@@ -1,7 +1,8 @@
 """CLI: python -m monitoring --capture DIR|s3://bucket/prefix [options].
 
-Exit codes: 0 no drift beyond --psi-threshold, 3 drift beyond it, 2 bad usage or input
-(so a scheduler or CI job can alert on 3 and page on 2).
+Exit codes: 0 no drift beyond --psi-threshold, 3 drift beyond it, 4 not enough live predictions
+for a verdict (fewer than --min-predictions), 2 bad usage or input (so a scheduler or CI job can
+alert on 3 and page on 2).
 """
 
 from __future__ import annotations
@@ -9,7 +10,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from monitoring.build import DEFAULT_BASELINE, DEFAULT_OUT, DEFAULT_THRESHOLD, DriftResult, build_report
+from monitoring.build import (
+    DEFAULT_BASELINE,
+    DEFAULT_OUT,
+    DEFAULT_THRESHOLD,
+    MIN_PREDICTIONS,
+    DriftResult,
+    build_report,
+)
 from monitoring.drift import PSI_SIGNIFICANT
 from monitoring.errors import MonitoringInputError
 from monitoring.report import headline
@@ -21,7 +29,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m monitoring",
         description="Drift report for the vehicle classifier: live data capture vs the training baseline.",
-        epilog="Exit codes: 0 no drift beyond --psi-threshold, 3 drift beyond it, 2 usage or input error.",
+        epilog="Exit codes: 0 no drift beyond --psi-threshold, 3 drift beyond it, 4 not enough data for a "
+               "verdict, 2 usage or input error.",
     )
     parser.add_argument("--capture", required=True, metavar="DIR|s3://bucket/prefix",
                         help="data capture folder or S3 prefix; every *.jsonl below it is read")
@@ -35,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="output folder for report.html, drift.json and charts (default: %(default)s)")
     parser.add_argument("--psi-threshold", type=float, default=PSI_SIGNIFICANT, metavar="PSI",
                         help="exit 3 when either PSI is above this (default: %(default)s)")
+    parser.add_argument("--min-predictions", type=int, default=MIN_PREDICTIONS, metavar="N",
+                        help="fewer live predictions than this give 'not enough data' (exit 4), not a verdict "
+                             "(default: %(default)s, the alarms' MinimumPredictionsForRates)")
     parser.add_argument("--since", metavar="ISO",
                         help="only traffic at or after this time, e.g. 2026-11-21T00:00:00Z")
     return parser.parse_args(argv)
@@ -77,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             threshold=args.threshold,
             psi_threshold=args.psi_threshold,
             since=args.since,
+            min_predictions=args.min_predictions,
         )
     except MonitoringInputError as exc:
         print(f"error: {exc}", file=sys.stderr)

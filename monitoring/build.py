@@ -11,7 +11,7 @@ from monitoring.baseline import Baseline, load_baseline
 from monitoring.capture import read_capture
 from monitoring.drift import (
     CONFIDENCE_BIN_EDGES,
-    PSI_EPSILON,
+    PSI_PSEUDOCOUNT,
     PSI_MODERATE,
     PSI_SIGNIFICANT,
     check_thresholds,
@@ -28,11 +28,14 @@ DEFAULT_OUT = Path("build/drift")
 # Used when neither --threshold nor the baseline's threshold_default is given; the same
 # default as the pipeline's review threshold.
 DEFAULT_THRESHOLD = 0.93
-# Below this many live predictions a PSI moves a lot from a handful of images.
-MIN_RECORDS_FOR_PSI = 50
+# Below this many live predictions there is no drift verdict, only "not enough data": the same
+# minimum the template's rate alarms use (parameter MinimumPredictionsForRates, default 20).
+MIN_PREDICTIONS = 20
 BAD_LINE_EXAMPLES = 20
 EXIT_OK = 0
 EXIT_DRIFT = 3
+EXIT_NOT_ENOUGH_DATA = 4
+NOT_ENOUGH_DATA = "not_enough_data"
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,12 @@ class DriftResult:
         return self.document["verdict"]["drift_detected"]
 
     @property
+    def enough_data(self) -> bool:
+        return self.document["verdict"]["flag"] != NOT_ENOUGH_DATA
+
+    @property
     def exit_code(self) -> int:
-        return EXIT_DRIFT if self.drift_detected else EXIT_OK
+        return self.document["verdict"]["exit_code"]
 
 
 def build_report(
@@ -69,10 +76,12 @@ def build_report(
     since: str | datetime | None = None,
     s3_client=None,
     dynamodb_client=None,
+    min_predictions: int = MIN_PREDICTIONS,
 ) -> DriftResult:
     """Compare live traffic in ``capture`` (folder or s3:// URI) with ``baseline``.
 
-    ``threshold`` defaults to the baseline's ``threshold_default`` (else 0.93).
+    ``threshold`` defaults to the baseline's ``threshold_default`` (else 0.93). With fewer than
+    ``min_predictions`` live predictions the verdict is "not enough data" (exit code 4), not drift.
     Raises MonitoringInputError for unusable input, including no capture records at all.
     """
     if not isinstance(baseline, Baseline):
@@ -83,6 +92,8 @@ def build_report(
         check_thresholds(threshold, psi_threshold)
     except ValueError as exc:
         raise MonitoringInputError(str(exc)) from None
+    if min_predictions < 1:
+        raise MonitoringInputError(f"the minimum number of predictions must be at least 1, got {min_predictions}")
     if isinstance(since, str):
         try:
             since = parse_time(since)
@@ -136,13 +147,7 @@ def build_report(
     document = {
         "generated_at": format_time(datetime.now(timezone.utc)),
         "since": format_time(since) if since else None,
-        "verdict": {
-            "flag": figures.flag,
-            "drift_detected": figures.drift_detected,
-            "psi_max": figures.psi_max,
-            "psi_threshold": figures.psi_threshold,
-            "exit_code": EXIT_DRIFT if figures.drift_detected else EXIT_OK,
-        },
+        "verdict": _verdict(figures, min_predictions),
         "drift": figures.to_dict(),
         "capture": {
             "location": data.location,
@@ -167,10 +172,12 @@ def build_report(
         "bucket_seconds": width,
         "series": {"capture": live_series, "results": outcome_series},
         "charts": chart_files,
-        "warnings": _warnings(len(data.records), len(data.bad_lines), results_summary),
+        "warnings": _warnings(len(data.bad_lines), results_summary),
         "method": {
             "statistic": "PSI = sum((live - baseline) * ln(live / baseline)) over bins",
-            "epsilon": PSI_EPSILON,
+            "smoothing": f"share = (count + {PSI_PSEUDOCOUNT:g}) / (n + {PSI_PSEUDOCOUNT:g} * bins) in every bin",
+            "pseudocount": PSI_PSEUDOCOUNT,
+            "min_predictions": min_predictions,
             "confidence_bin_edges": list(CONFIDENCE_BIN_EDGES),
             "psi_moderate": PSI_MODERATE,
             "psi_significant": PSI_SIGNIFICANT,
@@ -181,13 +188,18 @@ def build_report(
     return DriftResult(document=document, out=out)
 
 
-def _warnings(records: int, bad_lines: int, results: dict | None) -> list[str]:
+def _verdict(figures, min_predictions: int) -> dict:
+    """The drift verdict, or "not enough data" below ``min_predictions`` live predictions."""
+    verdict = {"psi_max": figures.psi_max, "psi_threshold": figures.psi_threshold,
+               "live_n": figures.live_n, "min_predictions": min_predictions}
+    if figures.live_n < min_predictions:
+        return {"flag": NOT_ENOUGH_DATA, "drift_detected": False, **verdict, "exit_code": EXIT_NOT_ENOUGH_DATA}
+    return {"flag": figures.flag, "drift_detected": figures.drift_detected, **verdict,
+            "exit_code": EXIT_DRIFT if figures.drift_detected else EXIT_OK}
+
+
+def _warnings(bad_lines: int, results: dict | None) -> list[str]:
     warnings = []
-    if records < MIN_RECORDS_FOR_PSI:
-        warnings.append(
-            f"Only {records} live predictions: below {MIN_RECORDS_FOR_PSI} the PSI swings with a few images, "
-            "so treat the verdict as indicative."
-        )
     if bad_lines:
         warnings.append(f"{bad_lines} capture lines could not be used; see 'Bad capture lines' below.")
     if results and results["bad_items"]:

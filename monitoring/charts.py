@@ -42,6 +42,19 @@ def _starts(series: Sequence[dict]):
     return [parse_time(b["start"]) for b in series]
 
 
+def _ats(series: Sequence[dict]):
+    """Each bucket's mean time: a bucket's mean is drawn where its points are."""
+    return [parse_time(b["at"]) for b in series]
+
+
+def _fit_x(ax, series: Sequence[dict], width: int) -> None:
+    """Span the buckets shown, with a margin. Left to itself, matplotlib stretches one bucket over years."""
+    starts = _starts(series)
+    if starts:
+        margin = timedelta(seconds=width * 0.25)
+        ax.set_xlim(min(starts) - margin, max(starts) + timedelta(seconds=width) + margin)
+
+
 def _save(fig: Figure, out: Path, name: str) -> str:
     fig.savefig(out / name, dpi=100)
     return name
@@ -51,9 +64,9 @@ def confidence_over_time(out: Path, records: Sequence[CaptureRecord], series, wi
     fig, ax = _time_axes("Confidence of each prediction", "top-class probability")
     ax.scatter([r.inference_time for r in records], [r.confidence for r in records],
                s=8, alpha=0.35, color=LIVE_COLOUR, label="prediction")
-    half = timedelta(seconds=width / 2)
-    ax.plot([s + half for s in _starts(series)], [b["mean_confidence"] for b in series],
+    ax.plot(_ats(series), [b["mean_confidence"] for b in series],
             color="black", marker="o", ms=3, label=f"mean per {describe_width(width)}")
+    _fit_x(ax, series, width)
     ax.axhline(threshold, color=OUTCOME_COLOURS["needs_review"], linestyle="--",
                label=f"review threshold {threshold:g}")
     ax.set_ylim(0, 1.02)
@@ -72,22 +85,23 @@ def class_mix_over_time(out: Path, series, width: int, figures: DriftFigures) ->
                label=f"{name} (baseline {figures.baseline_class_mix[i]:.0%})")
         bottom = [b + s for b, s in zip(bottom, shares)]
     ax.set_ylim(0, 1)
+    _fit_x(ax, series, width)
     ax.legend(loc="lower left", fontsize=8)
     return _save(fig, out, "class_mix_over_time.png")
 
 
 def low_confidence_over_time(out: Path, series, results_series, width: int, figures: DriftFigures) -> str:
     fig, ax = _time_axes(f"Share below the review threshold ({figures.threshold:g})", "rate")
-    half = timedelta(seconds=width / 2)
-    ax.plot([s + half for s in _starts(series)], [b["low_confidence_rate"] for b in series],
+    ax.plot(_ats(series), [b["low_confidence_rate"] for b in series],
             color=LIVE_COLOUR, marker="o", ms=3, label="data capture: confidence < threshold")
     reviewed = [b for b in results_series if b["needs_review_rate"] is not None]
     if reviewed:
-        ax.plot([s + half for s in _starts(reviewed)], [b["needs_review_rate"] for b in reviewed],
+        ax.plot(_ats(reviewed), [b["needs_review_rate"] for b in reviewed],
                 color=OUTCOME_COLOURS["needs_review"], marker="s", ms=3, label="results table: needs_review")
     ax.axhline(figures.baseline_low_confidence_rate, color=BASELINE_COLOUR, linestyle="--",
                label=f"baseline ({figures.baseline_low_confidence_rate:.1%})")
     ax.set_ylim(0, 1.02)
+    _fit_x(ax, series + reviewed, width)
     ax.legend(loc="upper left", fontsize=8)
     return _save(fig, out, "low_confidence_rate_over_time.png")
 
@@ -101,6 +115,7 @@ def outcomes_over_time(out: Path, results_series, width: int) -> str:
         ax.bar(starts, counts, width=timedelta(seconds=width * 0.9), bottom=bottom,
                align="edge", color=colour, label=outcome)
         bottom = [b + c for b, c in zip(bottom, counts)]
+    _fit_x(ax, results_series, width)
     ax.legend(loc="upper left", fontsize=8)
     return _save(fig, out, "outcomes_over_time.png")
 
@@ -108,12 +123,12 @@ def outcomes_over_time(out: Path, results_series, width: int) -> str:
 def latency_over_time(out: Path, results_series, width: int) -> str:
     fig, ax = _time_axes("End-to-end latency (upload to result recorded)", "seconds")
     timed = [b for b in results_series if b["latency_p50"] is not None]
-    half = timedelta(seconds=width / 2)
-    starts = [s + half for s in _starts(timed)]
+    starts = _ats(timed)
     ax.plot(starts, [b["latency_p50"] for b in timed], marker="o", ms=3, color=LIVE_COLOUR, label="median")
     ax.plot(starts, [b["latency_max"] for b in timed], marker="^", ms=3, color="#c62828",
             linestyle=":", label="max")
     ax.set_ylim(bottom=0)
+    _fit_x(ax, timed, width)
     ax.legend(loc="upper left", fontsize=8)
     return _save(fig, out, "latency_over_time.png")
 

@@ -12,9 +12,11 @@ Two distributions are compared:
 * the predicted-class mix (argmax of the probabilities; one bin per class), and
 * the confidence (the top probability) in ``CONFIDENCE_BIN_EDGES``.
 
-An empty bin would make ``ln`` infinite, so proportions below ``PSI_EPSILON`` are raised
-to it before the sum (not renormalised: the change to the total is at most
-``bins * PSI_EPSILON``).
+An empty bin would make ``ln`` infinite. Rather than flooring it at a tiny constant (which turns
+one missing image in a rare bin into a large PSI), both distributions are estimated from their
+counts with additive smoothing: ``PSI_PSEUDOCOUNT`` (0.5, the Jeffreys prior) is added to every
+bin before dividing, ``share_i = (count_i + 0.5) / (n + 0.5 * bins)``. With many records this
+changes nothing; with few, an empty bin counts as half an observation, not as certainty.
 """
 
 from __future__ import annotations
@@ -28,24 +30,35 @@ import numpy as np
 # Top-1 confidence is at least 1/classes; a well-trained model puts most of its mass
 # above 0.9, so the bins are finest there, where a loss of confidence first shows.
 CONFIDENCE_BIN_EDGES: tuple[float, ...] = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
-PSI_EPSILON = 1e-4
+PSI_PSEUDOCOUNT = 0.5
 # Conventional PSI reading: below 0.1 no drift, 0.1 to 0.25 moderate, above 0.25 significant.
 PSI_MODERATE = 0.1
 PSI_SIGNIFICANT = 0.25
 FLAGS = ("none", "moderate", "significant")
 
 
-def psi(expected: Sequence[float], actual: Sequence[float], epsilon: float = PSI_EPSILON) -> float:
-    """PSI between two proportion vectors over the same bins (each should sum to 1)."""
+def psi(expected: Sequence[float], actual: Sequence[float]) -> float:
+    """PSI between two proportion vectors over the same bins (each should sum to 1, none be 0)."""
     e = np.asarray(expected, dtype=float)
     a = np.asarray(actual, dtype=float)
     if e.shape != a.shape or e.ndim != 1 or e.size == 0:
         raise ValueError(f"PSI needs two proportion vectors of the same length, got {e.shape} and {a.shape}")
-    if (e < 0).any() or (a < 0).any():
-        raise ValueError("PSI proportions must not be negative")
-    e = np.maximum(e, epsilon)
-    a = np.maximum(a, epsilon)
+    if (e <= 0).any() or (a <= 0).any():
+        raise ValueError("PSI proportions must be positive: estimate them from counts with smoothed_shares")
     return float(np.sum((a - e) * np.log(a / e)))
+
+
+def smoothed_shares(counts: Sequence[float], pseudocount: float = PSI_PSEUDOCOUNT) -> np.ndarray:
+    """Per-bin shares estimated from ``counts`` with ``pseudocount`` added to every bin."""
+    c = np.asarray(counts, dtype=float)
+    if c.ndim != 1 or c.size == 0 or (c < 0).any():
+        raise ValueError(f"counts must be a non-empty vector of non-negative numbers, got {counts!r}")
+    return (c + pseudocount) / (c.sum() + pseudocount * c.size)
+
+
+def psi_of_counts(expected: Sequence[float], actual: Sequence[float], pseudocount: float = PSI_PSEUDOCOUNT) -> float:
+    """PSI between two histograms over the same bins, each smoothed with ``pseudocount``."""
+    return psi(smoothed_shares(expected, pseudocount), smoothed_shares(actual, pseudocount))
 
 
 def psi_flag(value: float) -> str:
@@ -57,16 +70,25 @@ def psi_flag(value: float) -> str:
     return "significant"
 
 
+def class_counts(probabilities: np.ndarray, n_classes: int) -> np.ndarray:
+    """Predictions per class (argmax)."""
+    return np.bincount(np.argmax(probabilities, axis=1), minlength=n_classes)
+
+
+def confidence_counts(confidences: np.ndarray, edges: Sequence[float] = CONFIDENCE_BIN_EDGES) -> np.ndarray:
+    """Confidences per bin of ``edges``."""
+    counts, _ = np.histogram(np.clip(confidences, edges[0], edges[-1]), bins=np.asarray(edges))
+    return counts
+
+
 def class_mix(probabilities: np.ndarray, n_classes: int) -> np.ndarray:
     """Share of predictions per class (argmax), as proportions."""
-    predicted = np.argmax(probabilities, axis=1)
-    return np.bincount(predicted, minlength=n_classes) / len(predicted)
+    return class_counts(probabilities, n_classes) / len(probabilities)
 
 
 def confidence_bins(confidences: np.ndarray, edges: Sequence[float] = CONFIDENCE_BIN_EDGES) -> np.ndarray:
     """Share of confidences per bin of ``edges``, as proportions."""
-    counts, _ = np.histogram(np.clip(confidences, edges[0], edges[-1]), bins=np.asarray(edges))
-    return counts / len(confidences)
+    return confidence_counts(confidences, edges) / len(confidences)
 
 
 def low_confidence_rate(confidences: np.ndarray, threshold: float) -> float:
@@ -137,7 +159,8 @@ def compute_drift(
     base_conf, live_conf = base.max(axis=1), live.max(axis=1)
     base_mix, live_mix = class_mix(base, len(classes)), class_mix(live, len(classes))
     base_bins, live_bins = confidence_bins(base_conf), confidence_bins(live_conf)
-    psi_mix, psi_conf = psi(base_mix, live_mix), psi(base_bins, live_bins)
+    psi_mix = psi_of_counts(class_counts(base, len(classes)), class_counts(live, len(classes)))
+    psi_conf = psi_of_counts(confidence_counts(base_conf), confidence_counts(live_conf))
     return DriftFigures(
         classes=list(classes),
         baseline_n=len(base),

@@ -11,8 +11,9 @@ import json
 from html import escape
 from pathlib import Path
 
-FLAG_TEXT = {"none": "No drift", "moderate": "Moderate drift", "significant": "Significant drift"}
-FLAG_COLOUR = {"none": "#2e7d32", "moderate": "#f9a825", "significant": "#c62828"}
+FLAG_TEXT = {"none": "No drift", "moderate": "Moderate drift", "significant": "Significant drift",
+             "not_enough_data": "Not enough data for a drift verdict"}
+FLAG_COLOUR = {"none": "#2e7d32", "moderate": "#f9a825", "significant": "#c62828", "not_enough_data": "#607d8b"}
 CHART_TITLES = {
     "baseline_vs_live": "Baseline vs live distributions (what the PSIs compare)",
     "confidence_over_time": "Confidence over time",
@@ -43,6 +44,9 @@ def headline(document: dict) -> str:
     """One line: the verdict and the figure behind it (also printed by the CLI)."""
     verdict = document["verdict"]
     text = FLAG_TEXT[verdict["flag"]]
+    if verdict["flag"] == "not_enough_data":
+        return (f"{text}: {verdict['live_n']} live predictions, fewer than the {verdict['min_predictions']} needed "
+                f"(largest PSI {verdict['psi_max']:.3f}, not a verdict)")
     relation = "beyond" if verdict["drift_detected"] else "within"
     return f"{text}: largest PSI {verdict['psi_max']:.3f}, {relation} the alert threshold {verdict['psi_threshold']:g}"
 
@@ -136,10 +140,13 @@ def render_html(doc: dict) -> str:
         f"<p>Population stability index: <code>{_e(method['statistic'])}</code>, over the predicted-class "
         f"mix (one bin per class) and the top-class confidence in the bins "
         f"<code>{_e(', '.join(f'{e:g}' for e in method['confidence_bin_edges']))}</code> (left-closed, the last "
-        f"closed). Empty bins are floored at {method['epsilon']:g}. Reading: below {method['psi_moderate']:g} no "
+        f"closed). Both distributions are estimated from counts with additive smoothing, "
+        f"<code>{_e(method['smoothing'])}</code>, so an empty bin counts as half an observation rather than "
+        f"as impossible. Reading: below {method['psi_moderate']:g} no "
         f"drift, {method['psi_moderate']:g} to {method['psi_significant']:g} moderate, above "
         f"{method['psi_significant']:g} significant. The alert (exit code 3) fires when either PSI is above "
-        f"{verdict['psi_threshold']:g}.</p>",
+        f"{verdict['psi_threshold']:g}; with fewer than {method['min_predictions']} live predictions there is no "
+        f"verdict (exit code 4).</p>",
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"

@@ -41,6 +41,11 @@ def _group(items, time_of, width: int) -> list[tuple[datetime, list]]:
     return sorted(groups.items())
 
 
+def _mean_time(times: Sequence[datetime]) -> str:
+    """Where a bucket's figures belong on a time axis: the mean time of its members, not its middle."""
+    return format_time(datetime.fromtimestamp(float(np.mean([t.timestamp() for t in times])), tz=timezone.utc))
+
+
 def capture_series(
     records: Sequence[CaptureRecord], classes: Sequence[str], threshold: float, width: int
 ) -> list[dict]:
@@ -52,6 +57,7 @@ def capture_series(
         series.append(
             {
                 "start": format_time(start),
+                "at": _mean_time([r.inference_time for r in group]),
                 "n": len(group),
                 "mean_confidence": float(confidences.mean()),
                 "low_confidence_rate": float(np.mean(confidences < threshold)),
@@ -70,6 +76,7 @@ def results_series(items: Sequence[ResultItem], width: int) -> list[dict]:
         series.append(
             {
                 "start": format_time(start),
+                "at": _mean_time([r.time for r in group]),
                 "n": len(group),
                 "outcomes": {o: outcomes.get(o, 0) for o in OUTCOMES},
                 "needs_review_rate": needs_review_rate(group),

@@ -4,6 +4,7 @@ and the exit code a scheduler alerts on out."""
 import json
 import math
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import boto3
 import numpy as np
@@ -37,6 +38,12 @@ def run(capsys, *argv):
 def shares(probabilities, n_classes=2):
     predicted = np.argmax(np.asarray(probabilities), axis=1)
     return [float(np.mean(predicted == k)) for k in range(n_classes)]
+
+
+def smoothed(probabilities, n_classes=2):
+    """Class shares as the report estimates them: half an observation added to every class."""
+    predicted = np.argmax(np.asarray(probabilities), axis=1)
+    return [(float(np.sum(predicted == k)) + 0.5) / (len(predicted) + 0.5 * n_classes) for k in range(n_classes)]
 
 
 def assert_pngs(out, names):
@@ -78,8 +85,8 @@ def test_in_distribution_traffic_exits_0_with_report_json_and_charts(capsys, tmp
     assert drift["baseline_n"] == 400 and drift["live_n"] == 300
     assert drift["live_class_mix"] == pytest.approx(shares(probabilities))
     assert drift["baseline_class_mix"] == pytest.approx(shares(base))
-    # The class-mix PSI is the formula over the two mixes computed here from the raw inputs.
-    b, l = shares(base), shares(probabilities)
+    # The class-mix PSI is the formula over the two smoothed mixes computed here from the raw inputs.
+    b, l = smoothed(base), smoothed(probabilities)
     assert drift["psi_class_mix"] == pytest.approx(sum((y - x) * math.log(y / x) for x, y in zip(b, l)))
     assert sum(drift["live_confidence_bins"]) == pytest.approx(1.0)
     assert drift["threshold"] == 0.93  # the baseline's threshold_default
@@ -87,7 +94,7 @@ def test_in_distribution_traffic_exits_0_with_report_json_and_charts(capsys, tmp
     assert drift["live_low_confidence_rate"] == pytest.approx(float(np.mean(live_conf < 0.93)))
     assert drift["psi_max"] < 0.1
     assert doc["verdict"] == {"flag": "none", "drift_detected": False, "psi_max": drift["psi_max"],
-                              "psi_threshold": 0.25, "exit_code": 0}
+                              "psi_threshold": 0.25, "live_n": 300, "min_predictions": 20, "exit_code": 0}
     assert doc["results"] is None
     assert sum(b["n"] for b in doc["series"]["capture"]) == 300
 
@@ -165,157 +172,58 @@ def test_bad_capture_lines_are_reported_not_fatal(capsys, tmp_path, baseline_pat
     assert "1 bad lines" in stdout
 
 
-def test_few_predictions_carry_a_warning(capsys, tmp_path, baseline_path):
-    capture = write_tree(tmp_path / "c", capture_files(healthy_probabilities(10, seed=4)))
-    _, stdout, _ = run(capsys, "--capture", capture, "--baseline", baseline_path, "--out", tmp_path / "o")
+def test_too_few_predictions_give_not_enough_data_and_exit_4_even_when_shifted(capsys, tmp_path, baseline_path):
+    capture = write_tree(tmp_path / "c", capture_files(shifted_probabilities(10, seed=4)))
+    code, stdout, _ = run(capsys, "--capture", capture, "--baseline", baseline_path, "--out", tmp_path / "o")
     doc = json.loads((tmp_path / "o" / "drift.json").read_text())
-    assert doc["capture"]["records"] == 10
-    assert any(w.startswith("Only 10 live predictions") for w in doc["warnings"])
-    assert "warning: Only 10 live predictions" in stdout
+    assert code == 4
+    assert doc["verdict"]["flag"] == "not_enough_data" and doc["verdict"]["exit_code"] == 4
+    assert doc["verdict"]["drift_detected"] is False and doc["verdict"]["live_n"] == 10
+    assert doc["drift"]["flag"] == "significant"  # the figures are still there, just not a verdict
+    assert "Not enough data for a drift verdict: 10 live predictions, fewer than the 20 needed" in stdout
+    html = (tmp_path / "o" / "report.html").read_text()
+    assert "Not enough data" in html and "Significant drift" not in html
 
 
-# --- exit code 2: usage and input errors -----------------------------------------------------
-
-
-def test_empty_capture_folder_exits_2_with_a_clear_message(capsys, tmp_path, baseline_path):
-    (tmp_path / "empty").mkdir()
-    code, _, err = run(capsys, "--capture", tmp_path / "empty", "--baseline", baseline_path, "--out", tmp_path / "o")
-    assert code == 2
-    assert err.startswith("error: no capture records found in") and "0 .jsonl files" in err
-    assert not (tmp_path / "o" / "report.html").exists()
-
-
-def test_capture_with_only_bad_lines_exits_2_naming_the_problem(capsys, tmp_path, baseline_path):
-    write_tree(tmp_path / "c", {capture_key(START, "x"): "{not json\n"})
-    code, _, err = run(capsys, "--capture", tmp_path / "c", "--baseline", baseline_path, "--out", tmp_path / "o")
-    assert code == 2 and "1 bad" in err and "first problem: not a JSON line" in err
-
-
-def test_missing_baseline_exits_2(capsys, tmp_path, healthy_capture):
-    capture, _ = healthy_capture
-    code, _, err = run(capsys, "--capture", capture, "--baseline", tmp_path / "nope.json", "--out", tmp_path / "o")
-    assert code == 2 and "baseline not found" in err and "nope.json" in err
-
-
-def test_invalid_baseline_exits_2_naming_the_field(capsys, tmp_path, healthy_capture):
-    capture, _ = healthy_capture
-    bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"classes": ["bicycle", "motorcycle"], "probabilities": [[0.5, 0.3, 0.2]]}))
-    code, _, err = run(capsys, "--capture", capture, "--baseline", bad, "--out", tmp_path / "o")
-    assert code == 2 and "probabilities[0]" in err
-
-
-@pytest.mark.parametrize("since", ["yesterday", "2026-13-01"])
-def test_bad_since_exits_2(capsys, tmp_path, baseline_path, healthy_capture, since):
-    capture, _ = healthy_capture
+def test_min_predictions_option_moves_the_bar(capsys, tmp_path, baseline_path):
+    capture = write_tree(tmp_path / "c", capture_files(shifted_probabilities(10, seed=4)))
+    code, _, _ = run(capsys, "--capture", capture, "--baseline", baseline_path, "--out", tmp_path / "o",
+                     "--min-predictions", "10")
+    assert code == 3
     code, _, err = run(capsys, "--capture", capture, "--baseline", baseline_path, "--out", tmp_path / "o",
-                       "--since", since)
-    assert code == 2 and f"--since is not an ISO-8601 time: '{since}'" in err
+                       "--min-predictions", "0")
+    assert code == 2 and "at least 1" in err
 
 
-def test_since_after_all_traffic_exits_2(capsys, tmp_path, baseline_path, healthy_capture):
-    capture, _ = healthy_capture
-    code, _, err = run(capsys, "--capture", capture, "--baseline", baseline_path, "--out", tmp_path / "o",
-                       "--since", "2027-01-01T00:00:00Z")
-    assert code == 2 and "300 before --since" in err
+def test_the_minimum_is_the_one_the_alarms_use():
+    from samtranslator.yaml_helper import yaml_parse
+
+    from monitoring.build import MIN_PREDICTIONS
+
+    template = yaml_parse((Path(__file__).resolve().parents[3] / "template.yaml").read_text())
+    assert MIN_PREDICTIONS == int(template["Parameters"]["MinimumPredictionsForRates"]["Default"])
 
 
-@pytest.mark.parametrize("option, value", [("--threshold", "1.5"), ("--threshold", "0"), ("--psi-threshold", "-1")])
-def test_out_of_range_thresholds_exit_2(capsys, tmp_path, baseline_path, healthy_capture, option, value):
-    capture, _ = healthy_capture
-    code, _, err = run(capsys, "--capture", capture, "--baseline", baseline_path, "--out", tmp_path / "o",
-                       option, value)
-    assert code == 2 and "threshold" in err
+def test_time_charts_with_one_bucket_span_the_data_and_draw_each_mean_among_its_points(
+        tmp_path, baseline_path, monkeypatch):
+    from matplotlib.dates import num2date
 
+    from monitoring import charts
 
-def test_out_that_is_a_file_exits_2(capsys, tmp_path, baseline_path, healthy_capture):
-    capture, _ = healthy_capture
-    (tmp_path / "taken").write_text("")
-    code, _, err = run(capsys, "--capture", capture, "--baseline", baseline_path, "--out", tmp_path / "taken")
-    assert code == 2 and "cannot create the output folder" in err
+    figures = {}
+    save = charts._save
+    monkeypatch.setattr(charts, "_save", lambda fig, out, name: figures.setdefault(name, fig) and save(fig, out, name))
+    # All 30 predictions within one minute, at :44 to :51 seconds: the demo's case.
+    start = datetime(2026, 11, 21, 10, 15, 44)
+    files = {capture_key(start, "a.jsonl"): "".join(
+        capture_line(p, start + timedelta(seconds=i / 4)) + "\n" for i, p in enumerate(healthy_probabilities(30, seed=5)))}
+    result = build_report(write_tree(tmp_path / "c", files), baseline=baseline_path, out=tmp_path / "o")
 
-
-def test_missing_capture_option_is_a_usage_error(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main([])
-    assert exc.value.code == 2
-    assert "--capture" in capsys.readouterr().err
-
-
-# --- AWS inputs (moto) ----------------------------------------------------------------------
-
-
-def test_s3_capture_and_results_table_end_to_end(capsys, tmp_path, baseline_path, aws_env):
-    probabilities = healthy_probabilities(120, seed=6)
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket="capture-bucket")
-        for key, text in capture_files(probabilities).items():
-            s3.put_object(Bucket="capture-bucket", Key=f"datacapture/{key}", Body=text.encode())
-        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
-        dynamodb.create_table(
-            TableName="results",
-            KeySchema=[{"AttributeName": "bucket", "KeyType": "HASH"}, {"AttributeName": "key", "KeyType": "RANGE"}],
-            AttributeDefinitions=[{"AttributeName": "bucket", "AttributeType": "S"},
-                                  {"AttributeName": "key", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        for i, p in enumerate(probabilities):
-            uploaded = START + timedelta(seconds=45 * i)
-            outcome = "classified" if max(p) >= 0.93 else "needs_review"
-            dynamodb.put_item(TableName="results", Item={
-                "bucket": {"S": "intake"}, "key": {"S": f"{i}.png"}, "outcome": {"S": outcome},
-                "label": {"S": "bicycle"}, "confidence": {"N": str(max(p))},
-                "uploaded_at": {"S": uploaded.isoformat()},
-                "recorded_at": {"S": (uploaded + timedelta(seconds=3)).isoformat()},
-            })
-
-        # No clients passed: the CLI makes its own, as it would against AWS.
-        code, stdout, _ = run(capsys, "--capture", "s3://capture-bucket/datacapture", "--results-table", "results",
-                              "--baseline", baseline_path, "--out", tmp_path / "o")
-
-    out = tmp_path / "o"
-    doc = json.loads((out / "drift.json").read_text())
-    assert code == 0
-    assert doc["capture"]["location"] == "s3://capture-bucket/datacapture" and doc["capture"]["records"] == 120
-    reviewed = sum(max(p) < 0.93 for p in probabilities)
-    assert doc["results"]["outcomes"] == {"classified": 120 - reviewed, "needs_review": reviewed, "failed": 0}
-    assert doc["results"]["latency_seconds"]["p50"] == pytest.approx(3.0)
-    assert set(doc["charts"]) == TIME_CHARTS | {"baseline_vs_live", "outcomes_over_time", "latency_over_time"}
-    assert_pngs(out, doc["charts"].values())
-    assert "Pipeline results (table <code>results</code>)" in (out / "report.html").read_text()
-    assert f"results: {120 - reviewed} classified, {reviewed} needs_review, 0 failed" in stdout
-
-
-def test_missing_results_table_exits_2(capsys, tmp_path, baseline_path, healthy_capture, aws_env):
-    capture, _ = healthy_capture
-    with mock_aws():
-        code, _, err = run(capsys, "--capture", capture, "--results-table", "nope", "--baseline", baseline_path,
-                           "--out", tmp_path / "o")
-    assert code == 2 and "results table not found: nope" in err
-
-
-# --- Python API (used by the local twin) ----------------------------------------------------
-
-
-def test_build_report_accepts_a_naive_since_as_utc(tmp_path, baseline_path, healthy_capture):
-    capture, _ = healthy_capture
-    # 2026-11-21 08:30 without a zone: UTC, like every time SageMaker and the functions write.
-    result = build_report(capture, baseline=baseline_path, out=tmp_path / "o", since=datetime(2026, 11, 21, 8, 30))
-    assert result.document["capture"]["records"] == 100
-    assert result.document["since"] == "2026-11-21T08:30:00Z"
-    assert result.exit_code == 0 and result.report_path.is_file() and result.json_path.is_file()
-
-
-def test_build_report_defaults_the_review_threshold_without_threshold_default(tmp_path, healthy_capture):
-    capture, _ = healthy_capture
-    baseline = tmp_path / "b.json"
-    baseline.write_text(json.dumps(baseline_doc(healthy_probabilities(100, seed=1), threshold=None)))
-    result = build_report(capture, baseline=baseline, out=tmp_path / "o")
-    assert result.document["drift"]["threshold"] == 0.93
-
-
-def test_build_report_raises_input_errors_for_the_caller(tmp_path, baseline_path):
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(MonitoringInputError, match="no capture records"):
-        build_report(tmp_path / "empty", baseline=baseline_path, out=tmp_path / "o")
+    [bucket] = result.document["series"]["capture"]
+    assert bucket["start"] == "2026-11-21T10:15:00Z"
+    mean_at = datetime.fromisoformat(bucket["at"].replace("Z", "+00:00")).replace(tzinfo=None)
+    assert start <= mean_at <= start + timedelta(seconds=8)  # among its points, not the bucket's middle (:30)
+    for name in ("confidence_over_time.png", "class_mix_over_time.png", "low_confidence_rate_over_time.png"):
+        left, right = (num2date(x).replace(tzinfo=None) for x in figures[name].axes[0].get_xlim())
+        assert right - left < timedelta(minutes=2), name  # one minute of data, not years of axis
+        assert left <= start and right >= start + timedelta(seconds=8), name

@@ -7,12 +7,14 @@ import pytest
 
 from drift_report_helpers import CLASSES, healthy_probabilities, shifted_probabilities
 from monitoring.drift import (
-    PSI_EPSILON,
+    PSI_PSEUDOCOUNT,
     compute_drift,
     confidence_bins,
     low_confidence_rate,
     psi,
     psi_flag,
+    psi_of_counts,
+    smoothed_shares,
 )
 
 
@@ -31,13 +33,29 @@ def test_psi_is_symmetric():
     assert psi([0.7, 0.2, 0.1], [0.4, 0.4, 0.2]) == pytest.approx(psi([0.4, 0.4, 0.2], [0.7, 0.2, 0.1]))
 
 
-def test_empty_bin_is_floored_at_epsilon_instead_of_infinite():
-    value = psi([0.5, 0.5, 0.0], [0.5, 0.25, 0.25])
-    # The bin empty in the baseline counts as PSI_EPSILON; a bin empty on both sides adds nothing.
-    expected = (0.25 - 0.5) * math.log(0.25 / 0.5) + (0.25 - PSI_EPSILON) * math.log(0.25 / PSI_EPSILON)
-    assert math.isfinite(value)
-    assert value == pytest.approx(expected, rel=1e-12)
-    assert psi([0.5, 0.5, 0.0], [0.5, 0.5, 0.0]) == pytest.approx(0.0, abs=1e-12)
+def test_counts_are_smoothed_with_half_an_observation_per_bin():
+    # Jeffreys: (count + 0.5) / (n + 0.5 * bins).
+    assert PSI_PSEUDOCOUNT == 0.5
+    assert smoothed_shares([3, 0, 1]).tolist() == pytest.approx([3.5 / 5.5, 0.5 / 5.5, 1.5 / 5.5])
+    e, a = smoothed_shares([10, 10, 0]), smoothed_shares([10, 5, 5])
+    expected = sum((ai - ei) * math.log(ai / ei) for ei, ai in zip(e, a))
+    assert psi_of_counts([10, 10, 0], [10, 5, 5]) == pytest.approx(expected, rel=1e-12)
+    assert math.isfinite(expected)
+    assert psi_of_counts([10, 10, 0], [10, 10, 0]) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_few_images_missing_from_rare_bins_are_not_drift():
+    # The demo's case: 24 in-distribution images leave the baseline's rare low-confidence bins empty.
+    # A floor at 1e-4 turned those empty bins into PSI 0.29 ("significant"); smoothing keeps it small.
+    baseline, live = [0, 2, 2, 6, 11, 9, 24, 146], [0, 0, 0, 0, 1, 1, 2, 20]
+    assert psi_of_counts(baseline, live) < 0.1
+    # A real loss of confidence in the same number of images still shows.
+    assert psi_of_counts(baseline, [0, 3, 0, 3, 1, 2, 3, 12]) > 0.25
+
+
+def test_psi_needs_positive_shares_so_callers_smooth_counts_first():
+    with pytest.raises(ValueError, match="smoothed_shares"):
+        psi([0.5, 0.5, 0.0], [0.5, 0.25, 0.25])
 
 
 def test_psi_rejects_vectors_over_different_bins():
@@ -99,7 +117,9 @@ def test_drift_is_decided_against_the_callers_psi_threshold():
     live = [[0.97, 0.03]] * 70 + [[0.03, 0.97]] * 30
     strict = compute_drift(base, live, CLASSES, 0.93, psi_threshold=0.05)
     lenient = compute_drift(base, live, CLASSES, 0.93, psi_threshold=0.25)
-    assert strict.psi_class_mix == pytest.approx(0.2 * math.log(0.7 / 0.5) - 0.2 * math.log(0.3 / 0.5))
+    # Smoothed shares: (70.5, 30.5) / 101 against (50.5, 50.5) / 101.
+    assert strict.psi_class_mix == pytest.approx(
+        (20 / 101) * math.log(70.5 / 50.5) - (20 / 101) * math.log(30.5 / 50.5))
     assert strict.flag_class_mix == "moderate"
     assert strict.drift_detected and not lenient.drift_detected
 
