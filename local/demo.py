@@ -3,6 +3,7 @@
 Starts the twin, uploads every image under --images to the intake bucket with boto3, waits until each
 has a recorded outcome, prints the routing table, writes build/demo/results.json, an HTML report and the
 drift report for the demo's own traffic, then stops the twin. Exits 1 if any image has no outcome.
+``--shift dark`` (or ``blur``) uploads darkened or blurred copies instead, to show a real drift detection.
 """
 
 from __future__ import annotations
@@ -16,14 +17,17 @@ from datetime import datetime
 from pathlib import Path
 from statistics import median
 
+from local.console import Progress, format_columns
+from monitoring import build_report
+from monitoring.report import headline
 from local.demo_report import write_report
-from local.results import format_columns
+from local.shifted_images import SHIFTS, write_shifted_copies
 from local.twin import ROOT, Twin, TwinSettings, free_port
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 DEFAULT_IMAGES = ROOT / "local" / "sample_images"
 # Bicycles take nearby orders, motorcycles far ones; everything else waits for a person.
-LOADING_BAYS = {"bicycle": "near-orders bay", "motorcycle": "far-orders bay"}
+LOADING_BAYS = {"bicycle": "near bay", "motorcycle": "far bay"}
 
 
 def find_images(folder: Path) -> list[Path]:
@@ -42,12 +46,28 @@ def expected_label(path: Path, root: Path) -> str | None:
 
 
 def routing_table(rows: list[dict]) -> str:
-    lines = [("image", "vehicle", "confidence", "outcome", "route", "latency")]
+    """One line per image; the route says the outcome (a bay when classified, else review or failed)."""
+    lines = [("image", "vehicle", "conf", "route", "latency")]
     for r in rows:
         confidence = f"{r['confidence']:.3f}" if r.get("confidence") is not None else "-"
         latency = f"{r['latency_ms'] / 1000:.2f}s" if r.get("latency_ms") is not None else "-"
-        lines.append((r["key"], r.get("label") or "-", confidence, r["outcome"], r["route"], latency))
+        lines.append((r["key"], r.get("label") or "-", confidence, r["route"], latency))
     return format_columns(lines)
+
+
+def summary_lines(rows: list[dict]) -> list[str]:
+    """The run in a few lines of at most 80 columns."""
+    counts = {o: sum(r["outcome"] == o for r in rows) for o in ("classified", "needs_review", "failed", "missing")}
+    lines = [f"{len(rows)} images: {counts['classified']} classified, {counts['needs_review']} to review, "
+             f"{counts['failed']} failed, {counts['missing']} without outcome"]
+    labelled = [r for r in rows if r["expected"] and r["outcome"] == "classified"]
+    if labelled:
+        correct = sum(r["label"] == r["expected"] for r in labelled)
+        lines.append(f"{correct}/{len(labelled)} classified images routed to the right bay")
+    latencies = sorted(r["latency_ms"] for r in rows if r["latency_ms"] is not None)
+    if latencies:
+        lines.append(f"upload to record: median {median(latencies) / 1000:.2f}s, max {latencies[-1] / 1000:.2f}s")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,11 +75,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of images (default: the shipped samples)")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "demo")
     parser.add_argument("--timeout", type=float, default=180, help="seconds to wait for all outcomes")
+    parser.add_argument("--shift", choices=sorted(SHIFTS),
+                        help="upload darkened or blurred copies of the images: the drift report should detect it")
     args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the twin is stopped and nothing is left running.", file=sys.stderr)
+        return 130
 
+
+def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     images = find_images(args.images)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.shift:
+        shifted = write_shifted_copies(images, args.images, args.shift, args.out / f"shifted-{args.shift}")
+        print(f"made {args.shift} copies of {len(images)} images in {shifted}", flush=True)
+        args.images, images = shifted, find_images(shifted)
     capture_dir = args.out / "capture"
     for old in capture_dir.rglob("*.jsonl") if capture_dir.exists() else []:
         old.unlink()  # the drift report is about this run's traffic only
@@ -83,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
             key = "demo/" + path.relative_to(args.images).as_posix()
             uploaded[key] = (path, time.time())
             s3.upload_file(str(path), bucket, key)
-        records = twin.wait_for_results(set(uploaded), args.timeout, progress=lambda done, total: print(
-            f"\r  {done}/{total} outcomes recorded", end="", flush=True))
-        print()
+        progress = Progress("outcomes recorded", len(uploaded))
+        records = twin.wait_for_results(set(uploaded), args.timeout, progress=lambda done, _: progress.update(done))
+        progress.close()
         rows = []
         for key, (path, sent_at) in uploaded.items():
             item = records.get(key)
@@ -97,23 +130,13 @@ def main(argv: list[str] | None = None) -> int:
                 row.update(outcome=item["outcome"], label=item.get("label"), confidence=item.get("confidence"),
                            probabilities=item.get("probabilities"), reason=item.get("reason"),
                            route=LOADING_BAYS.get(item.get("label"), "?") if item["outcome"] == "classified"
-                           else ("review queue" if item["outcome"] == "needs_review" else "failed"),
+                           else ("review" if item["outcome"] == "needs_review" else "failed"),
                            latency_ms=round((recorded - sent_at) * 1000, 1))
             rows.append(row)
 
         print()
         print(routing_table(rows))
-        counts = {o: sum(r["outcome"] == o for r in rows) for o in ("classified", "needs_review", "failed", "missing")}
-        latencies = sorted(r["latency_ms"] for r in rows if r["latency_ms"] is not None)
-        labelled = [r for r in rows if r["expected"] and r["outcome"] == "classified"]
-        correct = sum(r["label"] == r["expected"] for r in labelled)
-        summary = (f"{len(rows)} images: {counts['classified']} classified, {counts['needs_review']} to review, "
-                   f"{counts['failed']} failed, {counts['missing']} without outcome")
-        if labelled:
-            summary += f"; {correct}/{len(labelled)} routed to the right bay"
-        if latencies:
-            summary += (f"; upload->record latency median {median(latencies) / 1000:.2f}s, "
-                        f"max {latencies[-1] / 1000:.2f}s")
+        summary = summary_lines(rows)
 
         results_path = args.out / "results.json"
         results_path.write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
@@ -121,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         twin.endpoint.stop()  # flushes the data capture for the drift report
         drift = drift_report(twin, capture_dir, args.out / "drift")
         threshold = float(twin.deployment.stack.parameters["ConfidenceThreshold"])
-        report_path = write_report(rows, args.out, threshold=threshold, summary=summary,
+        report_path = write_report(rows, args.out, threshold=threshold, summary="; ".join(summary),
                                    drift_report=drift.report_path if drift else None)
     finally:
         twin.stop()
@@ -129,19 +152,21 @@ def main(argv: list[str] | None = None) -> int:
         log_file.close()
 
     wall = time.monotonic() - started
-    print(f"\n{summary}")
-    print(f"{metric_lines} EMF metric documents emitted by the functions (see {log_path})")
+    print()
+    print("\n".join(summary))
+    print(f"{metric_lines} EMF metric documents from the functions (log: {log_path})")
     if drift:
-        verdict = "DRIFT beyond threshold" if drift.drift_detected else "no drift beyond threshold"
-        print(f"drift vs training baseline: {verdict}, PSI {drift.document['verdict']['psi_max']:.2f} ({drift.report_path})")
+        print(f"drift: {headline(drift.document)}")
         for warning in drift.document.get("warnings", []):
             print(f"  note: {warning}")
-    print(f"results: {results_path}\nreport:  {report_path}\nwall time: {wall:.1f}s")
-    return 1 if counts["missing"] else 0
+    print(f"results: {results_path}\nreport:  {report_path}")
+    if drift:
+        print(f"drift:   {drift.report_path}")
+    print(f"wall time: {wall:.1f}s")
+    return 1 if any(r["outcome"] == "missing" for r in rows) else 0
 
 
 def drift_report(twin: Twin, capture_dir: Path, out: Path):
-    from monitoring import build_report
     from monitoring.errors import MonitoringInputError
 
     try:

@@ -61,6 +61,8 @@ class _Worker:
         self.process = subprocess.Popen(
             [sys.executable, "-u", str(WORKER)], env=env, cwd=function.code_dir, pass_fds=(write_fd,),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            # Its own session: a Ctrl-C in the terminal stops the twin, which then stops its workers.
+            start_new_session=True,
         )
         os.close(write_fd)
         self.results = os.fdopen(read_fd, "r")

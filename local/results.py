@@ -14,6 +14,8 @@ from typing import Any
 import boto3
 from boto3.dynamodb.types import TypeDeserializer
 
+from local.console import format_columns
+
 _deserialize = TypeDeserializer().deserialize
 
 
@@ -30,12 +32,6 @@ def scan_results(dynamodb, table: str) -> list[dict[str, Any]]:
                 item["probabilities"] = json.loads(item["probabilities"])
             items.append(item)
     return sorted(items, key=lambda i: (i.get("recorded_at", ""), i["key"]))
-
-
-def format_columns(rows: list[tuple]) -> str:
-    """Rows (the first one the header) as left-aligned text columns."""
-    widths = [max(len(str(r[c])) for r in rows) for c in range(len(rows[0]))]
-    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
 
 
 def format_table(items: list[dict[str, Any]]) -> str:
