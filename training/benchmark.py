@@ -33,9 +33,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from training.inference import DEFAULT_MODEL_DIR, Classifier
+from training.preprocess import STAGED_DATA, missing_data
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-DEFAULT_DATA_DIR = pathlib.Path("..") / "shared" / "data" / "cifar100-bikes" / "train"  # relative to REPO_ROOT
+DEFAULT_DATA_DIR = pathlib.Path(STAGED_DATA) / "test"  # relative to REPO_ROOT; `make data` stages it
 WARMUP_CALLS = 2
 EAGER = "pytorch eager"
 
@@ -64,6 +65,8 @@ def _percentile(values: list[float], q: float) -> float:
 
 def load_images(data_dir: pathlib.Path, n: int) -> list[bytes]:
     """n image files from data_dir/<class>/*, classes interleaved so every prefix is balanced."""
+    if not data_dir.is_dir():
+        raise FileNotFoundError(missing_data(data_dir))
     per_class = [sorted(p for p in d.iterdir() if p.is_file()) for d in sorted(data_dir.iterdir()) if d.is_dir()]
     if not any(per_class):
         raise FileNotFoundError(f"no images under {data_dir} (expected {data_dir}/<class>/*.png)")
@@ -197,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-dir", default=str(DEFAULT_MODEL_DIR.relative_to(REPO_ROOT)),
                    help="model folder (default training/model, relative to the repo root)")
     p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
-                   help="folder of <class>/*.png inputs (default ../shared/data/cifar100-bikes/train, "
+                   help="folder of <class>/*.png inputs (default data/staged/test from `make data`, "
                         "relative to the repo root)")
     p.add_argument("--images", type=int, default=256, help="images per measurement (default 256)")
     p.add_argument("--seconds", type=float, default=8.0, help="time cap per measurement (default 8; 6 measurements)")

@@ -21,10 +21,10 @@ import numpy as np
 
 try:
     from .inference import DEFAULT_MODEL_DIR, Classifier, InvalidImageError, ModelLoadError
-    from .preprocess import IMAGE_SUFFIXES
+    from .preprocess import IMAGE_SUFFIXES, STAGED_DATA, missing_data
 except ImportError:  # run from inside training/
     from inference import DEFAULT_MODEL_DIR, Classifier, InvalidImageError, ModelLoadError
-    from preprocess import IMAGE_SUFFIXES
+    from preprocess import IMAGE_SUFFIXES, STAGED_DATA, missing_data
 
 ECE_BINS = 10
 THRESHOLD_DEFAULT = 0.93  # the workflow's confidence threshold for auto-accepting a prediction
@@ -36,7 +36,7 @@ class DatasetError(ValueError):
 
 def list_labelled(data_dir: pathlib.Path, classes: list[str]) -> list[tuple[pathlib.Path, int]]:
     if not data_dir.is_dir():
-        raise DatasetError(f"data directory {data_dir} does not exist")
+        raise DatasetError(missing_data(data_dir))
     items = []
     for index, name in enumerate(classes):
         folder = data_dir / name
@@ -153,7 +153,8 @@ def render(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Evaluate the classifier on DIR/{class}/* images.")
-    p.add_argument("--data-dir", required=True, type=pathlib.Path)
+    p.add_argument("--data-dir", type=pathlib.Path, default=pathlib.Path(STAGED_DATA) / "test",
+                   help="folder of {class}/* images (default: data/staged/test from `make data`)")
     p.add_argument("--model", type=pathlib.Path, default=DEFAULT_MODEL_DIR,
                    help="model directory (or its model.onnx); default: the shipped training/model")
     p.add_argument("--batch-size", type=int, default=32, help="images per onnxruntime call (memory grows ~15 MB per image)")

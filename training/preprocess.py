@@ -18,6 +18,16 @@ from PIL import Image, ImageOps
 # Ghostscript) away from untrusted uploads.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG also yields multi-picture (MPO) files
 # File suffixes the dataset/evaluation folder readers pick up (content is still checked on decode).
+# Where `make data` (python -m training.stage_data) stages CIFAR-100: {split}/{class}/*.png.
+STAGED_DATA = "data/staged"
+
+
+def missing_data(path) -> str:
+    """The error for a data folder that is not there, naming the command that makes it."""
+    return (f"data directory {path} does not exist: stage CIFAR-100 with `make data` (python -m training.stage_data "
+            f"--out {STAGED_DATA}), or pass a folder of bicycle/ and motorcycle/ images")
+
+
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 DEFAULT_MAX_PIXELS = 40_000_000  # ~ a 48 MP phone photo; larger is refused before decoding
 RESAMPLE = Image.Resampling.LANCZOS  # antialiased when downscaling (PIL widens the kernel); sharpest round trip

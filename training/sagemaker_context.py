@@ -32,7 +32,8 @@ def resolve_role(role: str | None) -> str:
 def region_of(boto_session) -> str:
     region = boto_session.region_name
     if not region:
-        raise LaunchError("no AWS region configured: set AWS_REGION / AWS_DEFAULT_REGION or ~/.aws/config")
+        raise LaunchError("no AWS region configured: export AWS_DEFAULT_REGION=<region> "
+                          "(boto3 reads AWS_DEFAULT_REGION, not AWS_REGION) or run `aws configure`")
     return region
 
 

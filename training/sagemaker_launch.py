@@ -7,7 +7,7 @@
     python -m training.sagemaker_launch teardown --endpoint-name NAME
 
 The role comes from --role or $SAGEMAKER_ROLE_ARN, the region from the standard AWS configuration
-(AWS_REGION / AWS_DEFAULT_REGION / ~/.aws/config). The SageMaker SDK is imported only by the
+(AWS_DEFAULT_REGION or ~/.aws/config; boto3 does not read AWS_REGION). The SageMaker SDK is imported only by the
 command that runs, so --help stays quick and nothing here reaches the Lambda functions.
 """
 

@@ -2,7 +2,7 @@
 
     python -m training.stage_data --out data/staged                      # download CIFAR-100
     python -m training.stage_data --archive cifar-100-python.tar.gz      # local archive (or extracted dir)
-    python -m training.stage_data --from-folder ../shared/data/cifar100-bikes/train
+    python -m training.stage_data --from-folder my-photos/        # {class}/*.png
     python -m training.stage_data --upload-only --out data/staged --s3-uri s3://bucket/prefix
 
 Local layout (the same whatever the source):
@@ -53,6 +53,10 @@ HOLDOUT_DIR = "holdout"
 
 class StageDataError(Exception):
     """Base class for every error this module reports to the user."""
+
+
+class DownloadError(StageDataError):
+    """The archive could not be downloaded (no network, proxy, server down)."""
 
 
 class ChecksumMismatchError(StageDataError):
@@ -156,7 +160,7 @@ def download(url: str, dest: Path, expected_md5: str, progress: IO[str] | None =
     tmp = Path(tmp_name)
     try:
         digest = hashlib.md5()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+        with os.fdopen(fd, "wb") as out, _open_url(url, timeout) as resp:
             length = resp.headers.get("Content-Length")
             bar = _Progress(f"downloading {dest.name}", int(length) if length else None, stream)
             for chunk in iter(lambda: resp.read(1 << 16), b""):
@@ -173,6 +177,15 @@ def download(url: str, dest: Path, expected_md5: str, progress: IO[str] | None =
     finally:
         tmp.unlink(missing_ok=True)
     return dest
+
+
+def _open_url(url: str, timeout: float):
+    try:
+        return urllib.request.urlopen(url, timeout=timeout)
+    except (OSError, ValueError) as exc:  # URLError, HTTPError, timeouts and refused connections are OSErrors
+        reason = getattr(exc, "reason", exc)
+        raise DownloadError(f"cannot download {url}: {reason}. Without network access, fetch {ARCHIVE_NAME} "
+                            f"elsewhere and stage it with `make data ARCHIVE=<path>` (--archive)") from None
 
 
 # --------------------------------------------------------------------------- reading sources
@@ -460,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--archive", type=Path,
                         help="local cifar-100-python.tar.gz or its extracted folder (default: download it)")
     source.add_argument("--from-folder", type=Path,
-                        help="a folder of {class}/*.png (e.g. ../shared/data/cifar100-bikes/train)")
+                        help="a folder of {class}/*.png, e.g. your own labelled photos")
     source.add_argument("--upload-only", action="store_true",
                         help="do not stage; upload the already staged --out folder to --s3-uri")
     parser.add_argument("--split", choices=SPLITS, default="train",

@@ -1,6 +1,6 @@
 """Train the bicycle/motorcycle classifier and export it. Runs the same locally and in SageMaker.
 
-    python -m training.train --data-dir ../shared/data/cifar100-bikes/train --model-dir build/model
+    python -m training.train --data-dir data/staged/train --model-dir build/model   # after `make data`
     python training/train.py --epochs 8 ...      # SageMaker script mode (source_dir=training/)
 
 Inputs follow the SageMaker training-container contract: SM_CHANNEL_TRAIN (a folder of
@@ -52,7 +52,8 @@ def str2bool(value: str) -> bool:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data-dir", default=env("SM_CHANNEL_TRAIN"), help="folder of {class}/*.png [SM_CHANNEL_TRAIN]")
+    p.add_argument("--data-dir", default=env("SM_CHANNEL_TRAIN") or f"{preprocess.STAGED_DATA}/train",
+                   help="folder of {class}/*.png [SM_CHANNEL_TRAIN; default: data/staged/train from `make data`]")
     p.add_argument("--validation-dir", default=env("SM_CHANNEL_VALIDATION"),
                    help="separate validation folder [SM_CHANNEL_VALIDATION]; default: hold out --val-fraction")
     p.add_argument("--model-dir", default=env("SM_MODEL_DIR", "build/model"), help="export here [SM_MODEL_DIR]")
@@ -83,8 +84,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weights-dtype", choices=export.WEIGHT_DTYPES, default="float16",
                    help="storage type of the ONNX weights (inference always runs in float32)")
     args = p.parse_args(argv)
-    if not args.data_dir:
-        p.error("no training data: pass --data-dir or set SM_CHANNEL_TRAIN")
     if not 0 < args.val_fraction < 1:
         p.error("--val-fraction must be between 0 and 1")
     for name in ("epochs", "batch_size", "resolution", "ensemble", "threads"):
@@ -99,7 +98,7 @@ def list_images(root: pathlib.Path) -> tuple[list[str], list[tuple[pathlib.Path,
     """(classes, [(file, class index)]) from root/{class}/*; labels come from folder names only."""
     root = pathlib.Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"data directory {root} does not exist")
+        raise FileNotFoundError(preprocess.missing_data(root))
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if len(classes) < 2:
         raise ValueError(f"{root} needs at least two class sub-folders, found {classes}")

@@ -13,11 +13,12 @@ from training import benchmark
 from training.inference import DEFAULT_MODEL_DIR
 
 MODEL_DIR = pathlib.Path(os.environ.get("VEHICLE_MODEL_DIR", DEFAULT_MODEL_DIR))
+SAMPLES = pathlib.Path(__file__).resolve().parents[3] / "local" / "sample_images"  # shipped, {class}/*.png
 
 
 def test_tiny_run_prints_table_and_json(capsys):
     before = set(threading.enumerate())
-    code = benchmark.main(["--model-dir", str(MODEL_DIR), "--images", "4", "--seconds", "5",
+    code = benchmark.main(["--model-dir", str(MODEL_DIR), "--data-dir", str(SAMPLES), "--images", "4", "--seconds", "5",
                            "--batch-size", "2", "--concurrency", "2"])
     out = capsys.readouterr().out.strip().splitlines()
     assert code == 0
@@ -45,7 +46,8 @@ def test_tiny_run_prints_table_and_json(capsys):
 
 def test_missing_data_dir_is_a_clear_error(tmp_path, capsys):
     assert benchmark.main(["--model-dir", str(MODEL_DIR), "--data-dir", str(tmp_path / "nope")]) == 2
-    assert "error:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("error: data directory") and "`make data`" in err and err.count("\n") == 1
 
 
 def test_images_are_interleaved_across_classes(tmp_path):

@@ -298,3 +298,15 @@ def test_upload_writes_the_builtin_channel_layout(cifar, tmp_path, monkeypatch):
 def test_upload_only_refuses_a_folder_that_was_not_staged(tmp_path, capsys):
     assert main(["--upload-only", "--out", str(tmp_path), "--s3-uri", "s3://bikes/x"]) == 2
     assert "is not a staged train split" in capsys.readouterr().err
+
+
+def test_no_network_is_one_line_naming_the_local_archive_route(tmp_path, capsys):
+    from local.twin import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/cifar-100-python.tar.gz"  # nothing listens there
+    code = stage_data.main(["--url", url, "--download-to", str(tmp_path / "c.tgz"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(f"error: cannot download {url}: ") and err.count("\n") == 1
+    assert "make data ARCHIVE=<path>" in err
+    assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []

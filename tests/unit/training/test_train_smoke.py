@@ -70,6 +70,8 @@ def test_missing_training_data_is_a_clear_error(tmp_path):
                           timeout=120)
     assert proc.returncode == 2
     assert "does not exist" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "training.train"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 2 and "SM_CHANNEL_TRAIN" in proc.stderr
+    # No --data-dir and no SM_CHANNEL_TRAIN: the data `make data` stages, relative to where it runs.
+    proc = subprocess.run([sys.executable, "-m", "training.train", "--model-dir", str(tmp_path / "m")], cwd=tmp_path,
+                          env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: data directory data/staged/train does not exist") and "`make data`" in proc.stderr
