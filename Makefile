@@ -1,74 +1,140 @@
-# One virtual environment at .venv holds everything: tests, the local twin, training.
-# The SAM CLI pins boto3/click exactly, so it lives in its own venv inside it (.venv/sam-cli)
-# and is linked as .venv/bin/sam.
+# One virtual environment at .venv, filled in two steps so the demo starts fast:
+#   the twin's packages (requirements-twin.txt, ~420 MB): make demo, local, submit, results;
+#   everything else (requirements-dev.txt: torch CPU, SageMaker SDK, pytest; the SAM CLI in its own venv at
+#   .venv/sam-cli because it pins boto3/click exactly; asl-validator from npm): make test, lint, build, train.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+TWIN_STAMP := $(VENV)/.twin-installed
+DEV_STAMP := $(VENV)/.dev-installed
+PIP := $(BIN)/python -m pip --disable-pip-version-check
 # `sam build` needs the Lambda runtime's Python (3.13) on PATH; pyenv keeps one here.
 PY313_BIN := $(firstword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.13*/bin))
 SAM_PATH := $(if $(PY313_BIN),$(PY313_BIN):)$(CURDIR)/$(BIN):$(PATH)
-PORT ?= 4566
+SAM := PATH="$(SAM_PATH)" sam
 
-.PHONY: help venv test lint build demo local results train evaluate serve benchmark clean
-TRAIN_DATA ?= ../shared/data/cifar100-bikes/train
+PORT ?= 4590
+ENDPOINT_PORT ?= 4591
+STACK ?= scones-vehicle-classifier
+DATA_DIR ?= data/staged
+TRAIN_DATA ?= $(DATA_DIR)/train
+EVAL_DATA ?= $(DATA_DIR)/test
+
+.PHONY: help venv venv-dev test lint build demo demo-drift local submit results data train evaluate serve \
+        benchmark deploy delete logs traces clean
 
 help:
-	@echo "make demo   - run the whole flow on the local twin (main job)"
-	@echo "make test   - run the test suite"
-	@echo "make local  - start the local twin on 127.0.0.1:$(PORT) (Ctrl-C stops it)"
-	@echo "make lint   - cfn-lint, sam validate --lint, asl-validator"
-	@echo "make build  - sam build"
-	@echo "make train  - train and export a model into build/model (TRAIN_DATA=folder of bicycle/ motorcycle/)"
-	@echo "make evaluate DATA=dir - evaluate the shipped model on a labelled folder"
-	@echo "make serve  - the shipped model as a local SageMaker endpoint on :8080"
-	@echo "make benchmark - ONNX vs PyTorch eager vs the HTTP endpoint"
+	@echo "On this machine (no AWS account, no Docker):"
+	@echo "  make demo        the whole flow on the local twin, 24 sample photos (main job)"
+	@echo "  make demo-drift  the demo on darkened copies: the drift report detects it"
+	@echo "  make local       run the twin (PORT=$(PORT), ENDPOINT_PORT=$(ENDPOINT_PORT)); Ctrl-C stops"
+	@echo "  make submit PHOTO=file-or-folder   upload to the twin (or STACK=name), wait"
+	@echo "  make results     every recorded outcome (of the twin, or STACK=name)"
+	@echo "  make test        the test suite (offline)"
+	@echo "  make lint        cfn-lint, sam validate --lint, asl-validator"
+	@echo "Model:"
+	@echo "  make data        stage CIFAR-100 into $(DATA_DIR) (ARCHIVE=path: a local copy)"
+	@echo "  make train       train on $(TRAIN_DATA), export to build/model"
+	@echo "  make evaluate    the shipped model (MODEL=dir: another) on $(EVAL_DATA)"
+	@echo "  make serve       the shipped model as a SageMaker-style endpoint on :8080"
+	@echo "  make benchmark   ONNX Runtime vs PyTorch eager vs the HTTP endpoint"
+	@echo "AWS (credentials, and AWS_DEFAULT_REGION or a profile):"
+	@echo "  make build       sam build (needs python3.13 on PATH)"
+	@echo "  make deploy ENDPOINT_NAME=...   sam build + deploy (guided the first time)"
+	@echo "  make delete      empty the intake bucket (all versions), then sam delete"
+	@echo "  make logs | make traces   sam logs / sam traces (STACK=name)"
+	@echo "  make clean       remove build outputs (.aws-sam, build)"
 
-venv: $(STAMP)
+venv: $(TWIN_STAMP)
+venv-dev: $(DEV_STAMP)
 
-$(STAMP): requirements-dev.txt requirements-sam.txt package.json
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
-	test -x $(VENV)/sam-cli/bin/python || $(PYTHON) -m venv $(VENV)/sam-cli
-	$(VENV)/sam-cli/bin/python -m pip install --quiet -r requirements-sam.txt
-	ln -sf ../sam-cli/bin/sam $(BIN)/sam
-	npm ci --silent --no-audit --no-fund
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(TWIN_STAMP): requirements-twin.txt | $(BIN)/python
+	@echo "==> installing the twin's packages into $(VENV) (about 420 MB, first run only)"
+	$(PIP) install --progress-bar on -r requirements-twin.txt
 	touch $@
 
-test: $(STAMP)
+$(DEV_STAMP): $(TWIN_STAMP) requirements-dev.txt requirements-sam.txt package.json package-lock.json
+	@echo "==> installing test, training and SageMaker packages into $(VENV) (torch CPU, about 2 GB)"
+	$(PIP) install --progress-bar on -r requirements-dev.txt
+	@echo "==> installing the SAM CLI into $(VENV)/sam-cli"
+	test -x $(VENV)/sam-cli/bin/python || $(PYTHON) -m venv $(VENV)/sam-cli
+	$(VENV)/sam-cli/bin/python -m pip --disable-pip-version-check install --progress-bar on -r requirements-sam.txt
+	ln -sf ../sam-cli/bin/sam $(BIN)/sam
+	ln -sf ../sam-cli/bin/cfn-lint $(BIN)/cfn-lint
+	@echo "==> installing asl-validator (npm)"
+	npm ci --no-audit --no-fund
+	touch $@
+
+test: $(DEV_STAMP)
 	PATH="$(SAM_PATH)" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/cfn-lint template.yaml
-	PATH="$(SAM_PATH)" sam validate --lint
+	$(SAM) validate --lint
 	npx --no-install asl-validator --json-path statemachine/*.asl.json
 
-build: $(STAMP)
-	PATH="$(SAM_PATH)" sam build
+build: $(DEV_STAMP)
+	$(SAM) build
 
-demo: $(STAMP)
+demo: $(TWIN_STAMP)
 	$(BIN)/python -m local.demo $(if $(IMAGES),--images "$(IMAGES)")
 
-local: $(STAMP)
-	$(BIN)/python -m local --port $(PORT)
+demo-drift: $(TWIN_STAMP)
+	$(BIN)/python -m local.demo --shift dark --out build/demo-drift $(if $(IMAGES),--images "$(IMAGES)")
 
-results: $(STAMP)
-	$(BIN)/python -m local.results --port $(PORT)
+local: $(TWIN_STAMP)
+	$(BIN)/python -m local --port $(PORT) --endpoint-port $(ENDPOINT_PORT)
 
-train: $(STAMP)
+# STACK given on the command line (make results STACK=name) means a deployed stack; otherwise the twin.
+WHERE = $(if $(filter command line environment,$(origin STACK)),--stack "$(STACK)",--port $(PORT))
+
+submit: $(TWIN_STAMP)
+	@test -n "$(PHOTO)" || { echo "usage: make submit PHOTO=<photo or folder> [STACK=<deployed stack>]" >&2; exit 2; }
+	$(BIN)/python -m client submit "$(PHOTO)" $(WHERE)
+
+results: $(TWIN_STAMP)
+	$(BIN)/python -m client results $(WHERE)
+
+data: $(DEV_STAMP)
+	$(BIN)/python -m training.stage_data --out $(DATA_DIR) $(if $(ARCHIVE),--archive "$(ARCHIVE)")
+
+train: $(DEV_STAMP)
 	$(BIN)/python -m training.train --data-dir $(TRAIN_DATA) --model-dir build/model
 
-evaluate: $(STAMP)
-	@test -n "$(DATA)" || { echo "usage: make evaluate DATA=<folder with bicycle/ and motorcycle/>"; exit 2; }
-	$(BIN)/python -m training.evaluate --data-dir "$(DATA)"
+evaluate: $(DEV_STAMP)
+	$(BIN)/python -m training.evaluate --data-dir $(EVAL_DATA) $(if $(MODEL),--model "$(MODEL)")
 
-serve: $(STAMP)
+serve: $(TWIN_STAMP)
 	$(BIN)/python -m training.serve --model-dir training/model --port 8080
 
-benchmark: $(STAMP)
-	$(BIN)/python -m training.benchmark
+benchmark: $(DEV_STAMP)
+	$(BIN)/python -m training.benchmark --data-dir $(EVAL_DATA)
+
+# First deploy: guided (asks for the stack name, region and parameters and saves them in samconfig.toml).
+deploy: $(DEV_STAMP)
+	$(SAM) build
+	@if [ -n "$(ENDPOINT_NAME)" ]; then \
+		$(SAM) deploy --stack-name $(STACK) --parameter-overrides EndpointName=$(ENDPOINT_NAME); \
+	elif grep -q 'EndpointName=REPLACE-ME' samconfig.toml; then \
+		echo "==> first deploy: guided (have your SageMaker endpoint name ready; see docs/sagemaker.md)"; \
+		$(SAM) deploy --guided --stack-name $(STACK); \
+	else \
+		$(SAM) deploy --stack-name $(STACK); \
+	fi
+
+delete: $(DEV_STAMP)
+	$(BIN)/python -m client empty-bucket --stack "$(STACK)"
+	$(SAM) delete --stack-name $(STACK)
+
+logs: $(DEV_STAMP)
+	$(SAM) logs --stack-name $(STACK) --tail
+
+traces: $(DEV_STAMP)
+	$(SAM) traces --tail
 
 clean:
 	rm -rf .aws-sam build

@@ -1,7 +1,8 @@
 """`make local`: run the twin in the foreground until Ctrl-C.
 
-Upload with the stock AWS CLI or boto3 against the printed endpoint URL; each execution's progress shows
-in this log; outcomes land in the results table (`make results` prints it).
+Upload with the stock AWS CLI, boto3 or `python -m client submit` against the printed endpoint URL; each
+execution's progress shows in this log; outcomes land in the results table (`make results` prints it).
+The twin keeps everything in memory: stopping it forgets every object, record and message.
 """
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ import sys
 import threading
 from pathlib import Path
 
-from local.twin import CREDENTIALS, REGION, ROOT, Twin, TwinSettings
+from client.target import TWIN_ENDPOINT_PORT, TWIN_PORT
+from local.template import TemplateError
+from local.twin import CREDENTIALS, REGION, ROOT, PortInUseError, Twin, TwinSettings
+
+# How a user moves each port, from make and from this command.
+PORT_SETTINGS = {"port": ("PORT", "--port"), "endpoint_port": ("ENDPOINT_PORT", "--endpoint-port")}
 
 
 def parse_parameters(pairs: list[str]) -> dict[str, str]:
@@ -21,37 +27,41 @@ def parse_parameters(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--parameter takes Key=Value, got {pair!r}")
+            raise ValueError(f"--parameter takes Key=Value, got {pair!r}")
         parameters[key] = value
     return parameters
 
 
 def banner(twin: Twin) -> str:
-    out, url = twin.outputs, twin.url
+    out, url, port = twin.outputs, twin.url, twin.settings.port
     env = " ".join(f"{k}={v}" for k, v in CREDENTIALS.items() if k != "AWS_SESSION_TOKEN")
+    make_port = "" if port == TWIN_PORT else f" PORT={port}"
     return f"""
-Local twin of stack {twin.deployment.stack.name} is running.
+Local twin of stack {twin.deployment.stack.name} is running (state is in memory: Ctrl-C forgets it).
   AWS endpoint (S3, EventBridge, Step Functions, DynamoDB, SQS): {url}
   SageMaker endpoint {twin.endpoint_name!r}: {twin.endpoint.url}
   intake bucket:   {out['IntakeBucketName']}
   results table:   {out['ResultsTableName']}
   review queue:    {out['ReviewQueueUrl']}
-  state machine:   {out['StateMachineArn']}
 
-Try it (another terminal, stock AWS CLI):
+Try it from another terminal:
+  make submit{make_port} PHOTO=local/sample_images/bicycle   # upload, wait, print outcomes
+  make results{make_port}                                     # every record as a table
+or with the stock AWS CLI:
   export {env} AWS_DEFAULT_REGION={REGION}
   aws --endpoint-url {url} s3 cp photo.png s3://{out['IntakeBucketName']}/photos/photo.png
   aws --endpoint-url {url} dynamodb scan --table-name {out['ResultsTableName']}
   aws --endpoint-url {url} sqs receive-message --queue-url {out['ReviewQueueUrl']}
-  make results            # the results table as a table
 Ctrl-C stops everything.
 """
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local", description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=4566, help="port of the emulated AWS services (default 4566)")
-    parser.add_argument("--endpoint-port", type=int, default=8080, help="port of the local SageMaker endpoint (default 8080; 0 = any)")
+    parser.add_argument("--port", type=int, default=TWIN_PORT,
+                        help=f"port of the emulated AWS services (default {TWIN_PORT})")
+    parser.add_argument("--endpoint-port", type=int, default=TWIN_ENDPOINT_PORT,
+                        help=f"port of the local SageMaker endpoint (default {TWIN_ENDPOINT_PORT}; 0 = any)")
     parser.add_argument("--stack-name", default="scones-twin")
     parser.add_argument("--model-dir", type=Path, default=ROOT / "training" / "model")
     parser.add_argument("--capture-dir", type=Path, default=ROOT / "build" / "twin" / "capture",
@@ -60,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="template parameter override, as with sam deploy --parameter-overrides")
     parser.add_argument("--verbose", action="store_true", help="also show the emulator's request log")
     args = parser.parse_args(argv)
+    try:
+        parameters = parse_parameters(args.parameter)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)-14s %(message)s", datefmt="%H:%M:%S")
     if not args.verbose:
@@ -67,17 +81,22 @@ def main(argv: list[str] | None = None) -> int:
         for noisy in ("werkzeug", "moto"):
             logging.getLogger(noisy).setLevel(logging.CRITICAL)
     twin = Twin(TwinSettings(port=args.port, endpoint_port=args.endpoint_port, stack_name=args.stack_name,
-                             model_dir=args.model_dir, capture_dir=args.capture_dir,
-                             parameters=parse_parameters(args.parameter)))
+                             model_dir=args.model_dir, capture_dir=args.capture_dir, parameters=parameters))
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
     try:
         twin.start()
-    except OSError as exc:
+    except PortInUseError as exc:
         twin.stop()
-        print(f"cannot start the twin: {exc} (is port {args.port} or {args.endpoint_port} in use? try --port)", file=sys.stderr)
+        make_var, option = PORT_SETTINGS[exc.setting]
+        print(f"cannot start the twin: {exc}; choose another with {make_var}=<port> (make) or {option} <port>",
+              file=sys.stderr)
         return 1
+    except TemplateError as exc:
+        twin.stop()
+        print(f"cannot start the twin: {exc}", file=sys.stderr)
+        return 2
     print(banner(twin), flush=True)
     try:
         while not stopping.wait(0.5):

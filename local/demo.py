@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from statistics import median
 
-from local.console import Progress, format_columns
+from client.console import Progress, format_columns
 from monitoring import build_report
 from monitoring.report import headline
 from local.demo_report import write_report

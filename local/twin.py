@@ -24,6 +24,7 @@ import requests
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
+from client.target import TWIN_CREDENTIALS, TWIN_ENDPOINT_PORT, TWIN_PORT, TWIN_REGION
 from local.adapters import LambdaInvokeBridge, StepFunctionsTargetRelay
 from local.deploy import Deployment, deploy
 from local.lambda_runtime import LambdaRuntime
@@ -34,15 +35,16 @@ from training.serve import EndpointServer, start_endpoint
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("twin")
 
-REGION = "us-east-1"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local-twin", "AWS_SECRET_ACCESS_KEY": "local-twin", "AWS_SESSION_TOKEN": "local-twin"}
+REGION = TWIN_REGION
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": TWIN_CREDENTIALS["aws_access_key_id"],
+               "AWS_SECRET_ACCESS_KEY": TWIN_CREDENTIALS["aws_secret_access_key"], "AWS_SESSION_TOKEN": "local-twin"}
 DEFAULT_ENDPOINT_NAME = "vehicle-classifier"
 
 
 @dataclass
 class TwinSettings:
-    port: int = 4566
-    endpoint_port: int = 0
+    port: int = TWIN_PORT
+    endpoint_port: int = 0  # any free port; `make local` uses TWIN_ENDPOINT_PORT
     stack_name: str = "scones-twin"
     template: Path = ROOT / "template.yaml"
     model_dir: Path | None = None
@@ -58,14 +60,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ensure_free(port: int) -> None:
-    """moto's server thread would fail silently on a busy port; say so up front."""
+class PortInUseError(OSError):
+    """A port the twin needs is taken; ``setting`` names what moves it."""
+
+    def __init__(self, port: int, setting: str):
+        super().__init__(f"port {port} on 127.0.0.1 is in use")
+        self.port, self.setting = port, setting
+
+
+def _ensure_free(port: int, setting: str) -> None:
+    """moto's server thread would fail silently on a busy port; say so up front, naming what moves it."""
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
-        except OSError as exc:
-            raise OSError(f"port {port} on 127.0.0.1 is in use") from exc
+        except OSError:
+            raise PortInUseError(port, setting) from None
 
 
 class Twin:
@@ -103,7 +113,12 @@ class Twin:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "Twin":
         s = self.settings
-        _ensure_free(s.port)
+        # The template and its parameters first: a bad override is the user's first error to see.
+        parameters = {"EndpointName": DEFAULT_ENDPOINT_NAME, **s.parameters}
+        stack = Stack.load(s.template, name=s.stack_name, region=REGION, parameters=parameters)
+        _ensure_free(s.port, "port")
+        if s.endpoint_port:
+            _ensure_free(s.endpoint_port, "endpoint_port")
         # moto's Step Functions engine calls the other services over HTTP on MOTO_PORT, with boto3.
         os.environ["MOTO_PORT"] = str(s.port)
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=s.port, verbose=False)
@@ -112,8 +127,6 @@ class Twin:
         requests.post(f"{self.url}/moto-api/reset", timeout=5).raise_for_status()
         requests.post(f"{self.url}/moto-api/config", json={"stepfunctions": {"execute_state_machine": True}}, timeout=5).raise_for_status()
 
-        parameters = {"EndpointName": DEFAULT_ENDPOINT_NAME, **s.parameters}
-        stack = Stack.load(s.template, name=s.stack_name, region=REGION, parameters=parameters)
         stack.queue_url_base = self.url
         capture = CaptureConfig(destination=str(s.capture_dir), sampling_percentage=100) if s.capture_dir else None
         self.endpoint = start_endpoint(s.model_dir or ROOT / "training" / "model", port=s.endpoint_port,
@@ -236,7 +249,7 @@ class Twin:
     # ------------------------------------------------------------------ results
     def results(self) -> list[dict[str, Any]]:
         """Every item of the results table, with numbers and JSON attributes decoded."""
-        from local.results import scan_results
+        from client.results import scan_results
 
         return scan_results(self.client("dynamodb"), self.outputs["ResultsTableName"])
 

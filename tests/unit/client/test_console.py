@@ -2,7 +2,7 @@
 
 import io
 
-from local.console import Progress, elide, format_columns
+from client.console import Progress, elide, format_columns
 
 
 def test_a_long_key_column_is_elided_in_the_middle_so_the_table_fits():

@@ -1,0 +1,100 @@
+"""python -m client: submit photos and read outcomes, against a deployed stack (--stack) or the local twin."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from client.bucket import empty_bucket
+from client.results import format_table, scan_results
+from client.submit import SubmitError, Submission, submit
+from client.target import TWIN_PORT, TargetError, stack, twin
+from client.console import format_columns
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    where = common.add_argument_group("where (default: the local twin)")
+    where.add_argument("--stack", metavar="NAME", help="a deployed stack, e.g. scones-vehicle-classifier")
+    where.add_argument("--region", help="the stack's region (default: AWS_DEFAULT_REGION or ~/.aws/config)")
+    where.add_argument("--profile", help="AWS profile for --stack")
+    where.add_argument("--port", type=int, default=TWIN_PORT, help=f"the twin's port (default {TWIN_PORT})")
+
+    top = argparse.ArgumentParser(prog="python -m client", description=__doc__.splitlines()[0])
+    commands = top.add_subparsers(dest="command", required=True)
+    send = commands.add_parser("submit", parents=[common], help="upload photos and wait for each outcome",
+                               description="Upload photos (files or folders of images) to the intake bucket and "
+                                           "print each one's outcome as it is recorded.")
+    send.add_argument("paths", nargs="+", type=Path, metavar="PHOTO_OR_FOLDER")
+    send.add_argument("--prefix", default="photos", help="key prefix in the intake bucket (default: photos)")
+    send.add_argument("--timeout", type=float, default=120, help="seconds to wait for all outcomes (default 120)")
+    read = commands.add_parser("results", parents=[common], help="print every recorded outcome",
+                               description="Print every record of the results table.")
+    read.add_argument("--json", action="store_true", help="one JSON object per line")
+    commands.add_parser("empty-bucket", parents=[common], help="delete every object version in the intake bucket",
+                        description="Delete every object, version and delete marker in the intake bucket, so that "
+                                    "`sam delete` can delete the stack (make delete runs both).")
+    return top
+
+
+def _row(s: Submission) -> tuple:
+    record = s.record or {}
+    confidence = f"{record['confidence']:.3f}" if "confidence" in record else "-"
+    took = f"{s.seconds:.1f}s" if s.seconds is not None else "-"
+    return (s.key, record.get("outcome", "no outcome yet"), record.get("label", "-"), confidence,
+            record.get("reason", ""), took)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        target = stack(args.stack, args.region, args.profile) if args.stack else twin(args.port)
+        if args.command == "submit":
+            return _submit(target, args)
+        if args.command == "empty-bucket":
+            deleted = empty_bucket(target.client("s3"), target.bucket)
+            print(f"deleted {deleted} object versions and delete markers from s3://{target.bucket}")
+            return 0
+        items = scan_results(target.client("dynamodb"), target.table)
+        if args.json:
+            for item in items:
+                print(json.dumps(item))
+        else:
+            print(format_table(items))
+            print(f"\n{len(items)} records in {target.table}")
+        return 0
+    except (TargetError, SubmitError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (ClientError, BotoCoreError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+def _submit(target, args) -> int:
+    print(f"submitting to s3://{target.bucket}/{args.prefix.strip('/')}/ on {target.description} ...", flush=True)
+    results = submit(target, args.paths, args.prefix, args.timeout,
+                     on_outcome=lambda s: print(format_columns([_row(s)]), flush=True))
+    late = [s for s in results if s.record is None]
+    for s in late:
+        print(format_columns([_row(s)]))
+    counts: dict[str, int] = {}
+    for s in results:
+        outcome = (s.record or {}).get("outcome", "no outcome")
+        counts[outcome] = counts.get(outcome, 0) + 1
+    print(f"{len(results)} photos: " + ", ".join(f"{n} {o}" for o, n in sorted(counts.items())))
+    if late:
+        print(f"{len(late)} without an outcome after {args.timeout:g}s: is the stack's workflow running? "
+              "(their records may still arrive: `python -m client results`)", file=sys.stderr)
+    return 1 if late else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Upload photos to the intake bucket and wait for each one's recorded outcome."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import quote_plus
+
+from boto3.dynamodb.types import TypeDeserializer
+
+from client.target import Target
+
+# What the intake rule starts a workflow for (template.yaml's IntakeRule); other files are not sent.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+_deserialize = TypeDeserializer().deserialize
+
+
+class SubmitError(Exception):
+    """Nothing to submit, or a path that cannot be read."""
+
+
+@dataclass
+class Submission:
+    path: Path
+    key: str
+    sent_at: datetime
+    previous_execution: str | None = None  # the execution behind the key's record before this upload
+    record: dict[str, Any] | None = None
+
+    @property
+    def seconds(self) -> float | None:
+        if not self.record or "recorded_at" not in self.record:
+            return None
+        recorded = datetime.fromisoformat(self.record["recorded_at"].replace("Z", "+00:00"))
+        return max(0.0, (recorded - self.sent_at).total_seconds())
+
+
+def photos(paths: list[Path]) -> list[tuple[Path, str]]:
+    """(file, name below the prefix) for every photo given: files as they are, folders searched for images."""
+    found: list[tuple[Path, str]] = []
+    for path in paths:
+        if path.is_file():
+            found.append((path, path.name))
+        elif path.is_dir():
+            images = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not images:
+                raise SubmitError(f"{path}: no {'/'.join(IMAGE_SUFFIXES)} files in this folder")
+            found += [(p, p.relative_to(path.parent).as_posix()) for p in images]
+        else:
+            raise SubmitError(f"{path}: no such file or folder")
+    return found
+
+
+def submit(target: Target, paths: list[Path], prefix: str, timeout_s: float,
+           on_outcome: Callable[[Submission], None] = lambda s: None, poll_s: float = 0.5) -> list[Submission]:
+    """Upload every photo under ``prefix``, then wait until each has a record written after its upload."""
+    s3, dynamodb = target.client("s3"), target.client("dynamodb")
+    pending: list[Submission] = []
+    for path, name in photos(paths):
+        key = f"{prefix.strip('/')}/{name}" if prefix.strip("/") else name
+        earlier = _record(dynamodb, target, key)
+        submission = Submission(path, key, datetime.now(timezone.utc), (earlier or {}).get("execution_arn"))
+        s3.upload_file(str(path), target.bucket, key)
+        pending.append(submission)
+    done: list[Submission] = []
+    deadline = time.monotonic() + timeout_s
+    while pending and time.monotonic() < deadline:
+        for submission in list(pending):
+            record = _record_since(dynamodb, target, submission)
+            if record:
+                submission.record = record
+                pending.remove(submission)
+                done.append(submission)
+                on_outcome(submission)
+        if pending:
+            time.sleep(poll_s)
+    return done + pending
+
+
+def _record_since(dynamodb, target: Target, submission: Submission) -> dict[str, Any] | None:
+    """The key's record once a newer execution than the one before this upload has written it."""
+    record = _record(dynamodb, target, submission.key)
+    if record and record.get("execution_arn") != submission.previous_execution:
+        return record
+    return None
+
+
+def _record(dynamodb, target: Target, key: str) -> dict[str, Any] | None:
+    # A failure before serialize decodes the key is recorded under the key as S3's event carried it.
+    for candidate in dict.fromkeys((key, quote_plus(key, safe="/"))):
+        raw = dynamodb.get_item(TableName=target.table, ConsistentRead=True,
+                                Key={"bucket": {"S": target.bucket}, "key": {"S": candidate}}).get("Item")
+        if raw:
+            return {k: _deserialize(v) for k, v in raw.items()}
+    return None

@@ -1,0 +1,77 @@
+"""Where the client talks to: a deployed stack (names from its CloudFormation outputs) or the local twin."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError, NoRegionError
+
+# The twin's defaults: `make local` listens here (PORT / ENDPOINT_PORT move it).
+TWIN_PORT = 4590
+TWIN_ENDPOINT_PORT = 4591
+TWIN_REGION = "us-east-1"
+TWIN_CREDENTIALS = {"aws_access_key_id": "local-twin", "aws_secret_access_key": "local-twin"}
+REGION_HINT = "export AWS_DEFAULT_REGION=<region> (boto3 reads AWS_DEFAULT_REGION, not AWS_REGION) or run `aws configure`"
+
+
+class TargetError(Exception):
+    """The stack or the twin cannot be reached or is not what we expect; the message names the fix."""
+
+
+@dataclass
+class Target:
+    description: str
+    bucket: str
+    table: str
+    session: boto3.session.Session
+    endpoint_url: str | None = None
+
+    def client(self, service: str):
+        return self.session.client(service, endpoint_url=self.endpoint_url,
+                                   config=Config(retries={"mode": "standard", "max_attempts": 5}))
+
+
+def twin(port: int = TWIN_PORT) -> Target:
+    """The twin started by `make local` on ``port``: its one intake bucket and results table."""
+    url = f"http://127.0.0.1:{port}"
+    session = boto3.session.Session(region_name=TWIN_REGION, **TWIN_CREDENTIALS)
+    target = Target(f"the local twin at {url}", "", "", session, url)
+    try:
+        buckets = [b["Name"] for b in target.client("s3").list_buckets()["Buckets"] if "-intakebucket-" in b["Name"]]
+        tables = [t for t in target.client("dynamodb").list_tables()["TableNames"] if "-ResultsTable-" in t]
+    except EndpointConnectionError:
+        raise TargetError(f"nothing answers at {url}: start the twin with `make local` (PORT={port}), "
+                          "or pass --stack NAME for a deployed stack") from None
+    if len(buckets) != 1 or len(tables) != 1:
+        raise TargetError(f"{url} has {len(buckets)} intake buckets and {len(tables)} results tables; "
+                          "is it the twin started by `make local`?")
+    target.bucket, target.table = buckets[0], tables[0]
+    return target
+
+
+def stack(name: str, region: str | None = None, profile: str | None = None) -> Target:
+    """A deployed stack, by name: IntakeBucketName and ResultsTableName from its outputs."""
+    try:
+        session = boto3.session.Session(region_name=region, profile_name=profile)
+        if not session.region_name:
+            raise TargetError(f"no AWS region configured: {REGION_HINT}, or pass --region")
+        described = session.client("cloudformation").describe_stacks(StackName=name)["Stacks"][0]
+    except NoRegionError:
+        raise TargetError(f"no AWS region configured: {REGION_HINT}, or pass --region") from None
+    except NoCredentialsError:
+        raise TargetError("no AWS credentials found: run `aws configure` or `aws sso login`, or set AWS_PROFILE") from None
+    except ClientError as exc:
+        if "does not exist" in str(exc):
+            raise TargetError(f"stack {name!r} does not exist in {session.region_name}: deploy it with "
+                              f"`make deploy`, or check the region ({REGION_HINT})") from None
+        raise TargetError(f"cannot describe stack {name!r}: {exc}") from None
+    except BotoCoreError as exc:
+        raise TargetError(f"cannot reach CloudFormation: {exc}") from None
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
+    missing = [k for k in ("IntakeBucketName", "ResultsTableName") if k not in outputs]
+    if missing:
+        raise TargetError(f"stack {name!r} has no output {', '.join(missing)}: is it this project's stack?")
+    return Target(f"stack {name} in {session.region_name}", outputs["IntakeBucketName"],
+                  outputs["ResultsTableName"], session)
