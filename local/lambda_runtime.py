@@ -48,7 +48,9 @@ class Invocation:
 class _Worker:
     def __init__(self, function: LocalFunction, base_env: dict[str, str], on_output: Callable[[str, str], None]):
         read_fd, write_fd = os.pipe()
-        env = {**base_env, **function.environment,
+        # An empty value in the template means "not set" to botocore, so the twin's endpoints stay.
+        declared = {k: v for k, v in function.environment.items() if v != "" or k not in base_env}
+        env = {**base_env, **declared,
                "AWS_LAMBDA_FUNCTION_NAME": function.name,
                "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_mb),

@@ -40,6 +40,36 @@ def _aws_managed_policies() -> dict[str, str]:
     return _AwsManagedPolicies()
 
 
+def check_parameter(name: str, spec: dict[str, Any], value: Any) -> None:
+    """TemplateError unless ``value`` satisfies ``spec`` the way CloudFormation checks it at deploy time."""
+    text = str(value)
+    because = f": {spec['ConstraintDescription']}" if "ConstraintDescription" in spec else ""
+    if spec.get("Type") == "Number":
+        try:
+            number = float(text)
+        except ValueError:
+            raise TemplateError(f"Parameter '{name}' must be a number, got {text!r}") from None
+        if "MinValue" in spec and number < float(spec["MinValue"]):
+            raise TemplateError(f"Parameter '{name}' must be a number not less than {spec['MinValue']}, got {text}")
+        if "MaxValue" in spec and number > float(spec["MaxValue"]):
+            raise TemplateError(f"Parameter '{name}' must be a number not greater than {spec['MaxValue']}, got {text}")
+        if "AllowedValues" in spec and number not in {float(v) for v in spec["AllowedValues"]}:
+            allowed = ", ".join(str(v) for v in spec["AllowedValues"])
+            raise TemplateError(f"Parameter '{name}' must be one of AllowedValues ({allowed}), got {text}")
+        return
+    if "AllowedValues" in spec and text not in {str(v) for v in spec["AllowedValues"]}:
+        allowed = ", ".join(str(v) for v in spec["AllowedValues"])
+        raise TemplateError(f"Parameter '{name}' must be one of AllowedValues ({allowed}), got {text!r}")
+    if "MinLength" in spec and len(text) < int(spec["MinLength"]):
+        raise TemplateError(f"Parameter '{name}' must contain at least {spec['MinLength']} characters")
+    if "MaxLength" in spec and len(text) > int(spec["MaxLength"]):
+        raise TemplateError(f"Parameter '{name}' must contain at most {spec['MaxLength']} characters")
+    # CloudFormation matches AllowedPattern against the whole value.
+    if "AllowedPattern" in spec and not re.fullmatch(spec["AllowedPattern"], text):
+        raise TemplateError(f"Parameter '{name}' failed to satisfy constraint{because or ' ' + spec['AllowedPattern']}"
+                            f" (got {text!r})")
+
+
 @dataclass
 class Stack:
     """The transformed template with physical names for a stack called ``name`` in ``region``."""
@@ -73,6 +103,8 @@ class Stack:
         missing = [k for k in declared if k not in values]
         if missing:
             raise TemplateError(f"parameters without a value: {', '.join(missing)}")
+        for key, value in values.items():
+            check_parameter(key, declared[key], value)
         pseudo = {"AWS::Region": region, "AWS::AccountId": ACCOUNT_ID, "AWS::Partition": "aws",
                   "AWS::StackName": name, "AWS::URLSuffix": "amazonaws.com"}
         # The same translator `sam build` and cfn-lint use; its session only supplies the region.
