@@ -45,27 +45,35 @@ def _described(outputs: dict[str, str]) -> dict:
                         "Outputs": [{"OutputKey": k, "OutputValue": v} for k, v in outputs.items()]}]}
 
 
-def test_a_stack_is_found_by_its_outputs(aws, monkeypatch):
+def _cloudformation_answers(monkeypatch, add: str, *args, **kwargs) -> None:
+    """Every CloudFormation client made from now on answers DescribeStacks as given (Stubber)."""
     real_client = boto3.session.Session.client
 
-    def client(self, service, **kwargs):
-        made = real_client(self, service, **kwargs)
+    def client(self, service, **client_kwargs):
+        made = real_client(self, service, **client_kwargs)
         if service == "cloudformation":
             stub = Stubber(made)
-            stub.add_response("describe_stacks", _described({"IntakeBucketName": "b", "ResultsTableName": "t"}),
-                              {"StackName": "scones-vehicle-classifier"})
+            getattr(stub, add)("describe_stacks", *args, **kwargs)
             stub.activate()
         return made
 
     monkeypatch.setattr(boto3.session.Session, "client", client)
+
+
+def test_a_stack_is_found_by_its_outputs(aws, monkeypatch):
+    _cloudformation_answers(monkeypatch, "add_response",
+                            _described({"IntakeBucketName": "b", "ResultsTableName": "t"}),
+                            {"StackName": "scones-vehicle-classifier"})
     target = stack("scones-vehicle-classifier")
     assert (target.bucket, target.table) == ("b", "t")
     assert target.description == "stack scones-vehicle-classifier in eu-west-1"
 
 
 def test_a_missing_stack_or_region_is_one_line_naming_the_fix(aws, monkeypatch, capsys):
-    with mock_aws():
-        assert main(["results", "--stack", "nope"]) == 2
+    # What CloudFormation answers for a stack that does not exist.
+    _cloudformation_answers(monkeypatch, "add_client_error", service_error_code="ValidationError",
+                            service_message="Stack with id nope does not exist", http_status_code=400)
+    assert main(["results", "--stack", "nope"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "stack 'nope' does not exist in eu-west-1: deploy it with `make deploy`" in err
 
