@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from decimal import Decimal
-from typing import Any
+from typing import Any, Callable
 
 from boto3.dynamodb.types import TypeDeserializer
 
@@ -13,19 +14,33 @@ from client.console import format_columns
 _deserialize = TypeDeserializer().deserialize
 
 
+def decode_item(raw: dict[str, Any]) -> dict[str, Any]:
+    """A results-table item as plain values: numbers as float, the JSON attribute ``probabilities`` decoded."""
+    item = {k: _deserialize(v) for k, v in raw.items()}
+    for k, v in item.items():
+        if isinstance(v, Decimal):
+            item[k] = float(v)
+    if isinstance(item.get("probabilities"), str):
+        item["probabilities"] = json.loads(item["probabilities"])
+    return item
+
+
 def scan_results(dynamodb, table: str) -> list[dict[str, Any]]:
-    """All items, oldest record first; numbers as float, the JSON attribute ``probabilities`` decoded."""
-    items: list[dict[str, Any]] = []
-    for page in dynamodb.get_paginator("scan").paginate(TableName=table):
-        for raw in page["Items"]:
-            item = {k: _deserialize(v) for k, v in raw.items()}
-            for k, v in item.items():
-                if isinstance(v, Decimal):
-                    item[k] = float(v)
-            if isinstance(item.get("probabilities"), str):
-                item["probabilities"] = json.loads(item["probabilities"])
-            items.append(item)
+    """All items, oldest record first."""
+    items = [decode_item(raw) for page in dynamodb.get_paginator("scan").paginate(TableName=table)
+             for raw in page["Items"]]
     return sorted(items, key=lambda i: (i.get("recorded_at", ""), i["key"]))
+
+
+def get_results(dynamodb, table: str, bucket: str, keys: list[str]) -> list[dict[str, Any]]:
+    """The records of ``keys`` that exist (BatchGetItem, 100 keys a call; unprocessed keys are left out)."""
+    found = []
+    for start in range(0, len(keys), 100):
+        request = {"Keys": [{"bucket": {"S": bucket}, "key": {"S": k}} for k in keys[start:start + 100]],
+                   "ConsistentRead": True}
+        answer = dynamodb.batch_get_item(RequestItems={table: request})
+        found += [decode_item(raw) for raw in answer["Responses"].get(table, [])]
+    return found
 
 
 def format_table(items: list[dict[str, Any]]) -> str:
@@ -34,3 +49,27 @@ def format_table(items: list[dict[str, Any]]) -> str:
         confidence = f"{i['confidence']:.3f}" if "confidence" in i else "-"
         rows.append((i["key"], i["outcome"], i.get("label", "-"), confidence, i.get("reason", "")))
     return format_columns(rows)
+
+
+def wait_for_records(dynamodb, table: str, bucket: str, keys: set[str], timeout_s: float, *,
+                     progress: Callable[[int, int], None] | None = None,
+                     on_found: Callable[[str], None] | None = None,
+                     poll_s: float = 0.1) -> dict[str, dict[str, Any]]:
+    """The records of ``keys`` by key, once all are in or ``timeout_s`` has passed (then some may be missing).
+
+    Reads only the keys still missing, so waiting costs the table little however full it is.
+    """
+    deadline = time.monotonic() + timeout_s
+    found: dict[str, dict[str, Any]] = {}
+    pending = sorted(keys)
+    while True:
+        for item in get_results(dynamodb, table, bucket, pending):
+            found[item["key"]] = item
+            if on_found:
+                on_found(item["key"])
+        pending = [k for k in pending if k not in found]
+        if progress:
+            progress(len(found), len(keys))
+        if not pending or time.monotonic() >= deadline:
+            return found
+        time.sleep(poll_s)

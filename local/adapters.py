@@ -104,10 +104,11 @@ class _Route:
 class StepFunctionsTargetRelay:
     """Delivers EventBridge rule matches to Step Functions through a relay queue moto can deliver to."""
 
-    def __init__(self, sqs, stepfunctions, *, poll_seconds: float = 0.2):
+    def __init__(self, sqs, stepfunctions, *, wait_seconds: int = 1):
         self._sqs = sqs
         self._sfn = stepfunctions
-        self._poll_seconds = poll_seconds
+        # Long polling: an empty queue answers as soon as a message arrives, or after this many seconds.
+        self._wait_seconds = wait_seconds
         self.routes: list[_Route] = []
         self.started: list[dict[str, str]] = []  # {"execution_arn", "rule", "event_id"}
         self._stop = threading.Event()
@@ -151,13 +152,13 @@ class StepFunctionsTargetRelay:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            moved = sum(self.relay_once(route) for route in self.routes)
-            if not moved:
-                self._stop.wait(self._poll_seconds)
+            for route in self.routes:
+                self.relay_once(route, self._wait_seconds)
 
-    def relay_once(self, route: _Route) -> int:
+    def relay_once(self, route: _Route, wait_seconds: int = 0) -> int:
         try:
             messages = self._sqs.receive_message(QueueUrl=route.queue_url, MaxNumberOfMessages=10,
+                                                 WaitTimeSeconds=wait_seconds,
                                                  AttributeNames=["SentTimestamp"]).get("Messages", [])
         except Exception as exc:  # the emulator is shutting down or restarting
             log.debug("relay poll failed: %s", exc)

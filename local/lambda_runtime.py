@@ -159,6 +159,10 @@ class FunctionPool:
             return Invocation(answer["error"], "Unhandled", duration_ms)
         return Invocation(answer["result"], None, duration_ms)
 
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [w.process.pid for w in self._all if w.alive()]
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -190,6 +194,10 @@ class LambdaRuntime:
             t.start()
         for t in threads:
             t.join()
+
+    def pids(self) -> list[int]:
+        """The live worker processes of every function (for CPU accounting)."""
+        return [pid for pool in self.pools.values() for pid in pool.pids()]
 
     def close(self) -> None:
         for pool in self.pools.values():

@@ -28,6 +28,7 @@ from client.target import TWIN_CREDENTIALS, TWIN_ENDPOINT_PORT, TWIN_PORT, TWIN_
 from local.adapters import LambdaInvokeBridge, StepFunctionsTargetRelay
 from local.deploy import Deployment, deploy
 from local.lambda_runtime import LambdaRuntime
+from local.moto_speedups import MotoSpeedups
 from local.template import Stack
 from training.capture import CaptureConfig
 from training.serve import EndpointServer, start_endpoint
@@ -50,7 +51,8 @@ class TwinSettings:
     model_dir: Path | None = None
     capture_dir: Path | None = None
     parameters: dict[str, str] = field(default_factory=dict)
-    lambda_concurrency: int = 4
+    # Worker processes per function: 2 gave the same throughput as 4 on 2 cores (make benchmark-twin), with half the memory.
+    lambda_concurrency: int = 2
 
 
 def free_port() -> int:
@@ -89,6 +91,7 @@ class Twin:
         self._runtime: LambdaRuntime | None = None
         self._bridge: LambdaInvokeBridge | None = None
         self._relay: StepFunctionsTargetRelay | None = None
+        self._speedups: MotoSpeedups | None = None
         self._watch: dict[str, tuple[str, str, float]] = {}
         self._watch_lock = threading.Lock()
         self._stop = threading.Event()
@@ -121,6 +124,7 @@ class Twin:
             _ensure_free(s.endpoint_port, "endpoint_port")
         # moto's Step Functions engine calls the other services over HTTP on MOTO_PORT, with boto3.
         os.environ["MOTO_PORT"] = str(s.port)
+        self._speedups = MotoSpeedups().install()
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=s.port, verbose=False)
         self._moto.start()
         # moto keeps its state per process: start from empty, as a fresh account would.
@@ -167,6 +171,8 @@ class Twin:
             self.endpoint.stop()
         if self._moto:
             self._moto.stop()
+        if self._speedups:
+            self._speedups.uninstall()
 
     def __enter__(self) -> "Twin":
         return self.start()
@@ -210,11 +216,18 @@ class Twin:
         with self._watch_lock:
             self._watch[record["execution_arn"]] = (bucket, key, time.monotonic())
 
+    # Describing every running execution in a burst would cost the emulator more than the executions do:
+    # the watcher looks at most this many per second, so in a burst it notices completions later (the logged
+    # duration is the execution's own, from its start and stop dates).
+    WATCH_DESCRIBES_PER_SECOND = 40
+
     def _watch_executions(self) -> None:
         sfn = self.client("stepfunctions")
-        while not self._stop.wait(0.25):
+        interval = 0.25
+        while not self._stop.wait(interval):
             with self._watch_lock:
                 pending = list(self._watch.items())
+            interval = max(0.25, len(pending) / self.WATCH_DESCRIBES_PER_SECOND)
             for arn, (bucket, key, started) in pending:
                 try:
                     described = sfn.describe_execution(executionArn=arn)
@@ -228,8 +241,10 @@ class Twin:
                 output = json.loads(described["output"]) if described.get("output") else None
                 summary = (f"{output.get('outcome')} {output.get('label')} {output.get('confidence', 0):.3f}"
                            if output else self._failure_reason(bucket, key))
+                took = (described["stopDate"] - described["startDate"]).total_seconds() \
+                    if described.get("stopDate") else time.monotonic() - started
                 log.info("%s %s s3://%s/%s: %s (%.2fs)", "done" if described["status"] == "SUCCEEDED" else "FAILED",
-                         arn.rsplit(":", 1)[-1], bucket, key, summary, time.monotonic() - started)
+                         arn.rsplit(":", 1)[-1], bucket, key, summary, took)
 
     def _failure_reason(self, bucket: str, key: str) -> str:
         dynamodb, item = self.client("dynamodb"), {}
@@ -254,15 +269,10 @@ class Twin:
         return scan_results(self.client("dynamodb"), self.outputs["ResultsTableName"])
 
     def wait_for_results(self, keys: set[str], timeout_s: float,
-                         progress: Callable[[int, int], None] | None = None) -> dict[str, dict[str, Any]]:
+                         progress: Callable[[int, int], None] | None = None,
+                         poll_s: float = 0.1) -> dict[str, dict[str, Any]]:
         """The records of ``keys`` by key, once all are in or ``timeout_s`` has passed (then some may be missing)."""
-        deadline = time.monotonic() + timeout_s
-        found: dict[str, dict[str, Any]] = {}
-        while time.monotonic() < deadline:
-            found = {item["key"]: item for item in self.results() if item["key"] in keys}
-            if progress:
-                progress(len(found), len(keys))
-            if len(found) == len(keys):
-                break
-            time.sleep(0.2)
-        return found
+        from client.results import wait_for_records
+
+        return wait_for_records(self.client("dynamodb"), self.outputs["ResultsTableName"],
+                                self.outputs["IntakeBucketName"], keys, timeout_s, progress=progress, poll_s=poll_s)

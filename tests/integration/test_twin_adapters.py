@@ -170,7 +170,7 @@ def test_moto_still_drops_events_for_step_functions_targets(aws):
 def test_relay_starts_the_state_machine_with_the_s3_event(aws):
     bucket, sm_arn = _intake(aws)
     events, sfn = aws("events"), aws("stepfunctions")
-    relay = StepFunctionsTargetRelay(aws("sqs"), sfn, poll_seconds=0.05)
+    relay = StepFunctionsTargetRelay(aws("sqs"), sfn)
     relay.install(events)
     _rule(events, [{"Id": "sfn", "Arn": sm_arn, "RoleArn": ROLE,
                     "RetryPolicy": {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 60}}])
@@ -198,7 +198,7 @@ def test_relay_sends_undeliverable_events_to_the_dead_letter_queue(aws):
     dlq_url = sqs.create_queue(QueueName="dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     missing = "arn:aws:states:us-east-1:123456789012:stateMachine:deleted"
-    relay = StepFunctionsTargetRelay(sqs, aws("stepfunctions"), poll_seconds=0.05)
+    relay = StepFunctionsTargetRelay(sqs, aws("stepfunctions"))
     relay.install(events)
     _rule(events, [{"Id": "sfn", "Arn": missing, "RoleArn": ROLE, "DeadLetterConfig": {"Arn": dlq_arn},
                     "RetryPolicy": {"MaximumRetryAttempts": 1, "MaximumEventAgeInSeconds": 60}}])
