@@ -101,7 +101,7 @@ def _round(value, digits: int = 6):
 
 
 def evaluate(data_dir: pathlib.Path, model_dir: pathlib.Path, batch_size: int = 32, log=sys.stderr) -> dict:
-    classifier = Classifier.load(model_dir)
+    classifier = Classifier.load(model_dir, threads=None)  # one stream of batches: every core for each run
     items = list_labelled(data_dir, classifier.classes)
     probs, labels, unreadable = [], [], []
     started, last_report = time.perf_counter(), time.perf_counter()

@@ -29,11 +29,23 @@ class ModelLoadError(RuntimeError):
     """The model directory is missing, incomplete or does not match its metadata."""
 
 
-class Classifier:
-    """A loaded model. Thread-safe: one instance may serve concurrent requests."""
+# ONNX Runtime threading for serving: one intra-op thread per session run, so concurrent requests (the
+# endpoint's workers, TorchServe's workers) share the cores instead of each spinning up a thread per core.
+SERVING_THREADS = 1
 
-    def __init__(self, session, metadata: dict, model_dir: pathlib.Path, max_pixels: int = DEFAULT_MAX_PIXELS):
+
+class Classifier:
+    """A loaded model. Thread-safe: one instance may serve concurrent requests.
+
+    Two sessions over the same file: one with the batch dimension fixed at 1, for single images (the endpoint's
+    only request shape), where ONNX Runtime can resolve every shape and simplify the graph to a fraction of its
+    nodes; and one with a free batch dimension for batches.
+    """
+
+    def __init__(self, session, metadata: dict, model_dir: pathlib.Path, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 single_session=None):
         self._session = session
+        self._single_session = single_session or session
         self._input_name = session.get_inputs()[0].name
         self.metadata = metadata
         self.classes: list[str] = list(metadata["classes"])
@@ -42,9 +54,13 @@ class Classifier:
         self.max_pixels = max_pixels  # immutable after construction; onnxruntime's run() is thread-safe
 
     @classmethod
-    def load(cls, model_dir: str | os.PathLike = DEFAULT_MODEL_DIR, *, threads: int | None = None,
+    def load(cls, model_dir: str | os.PathLike = DEFAULT_MODEL_DIR, *, threads: int | None = SERVING_THREADS,
              max_pixels: int = DEFAULT_MAX_PIXELS) -> "Classifier":
-        """Open model_dir (metadata.json + the ONNX file it names). threads: intra-op threads (None = ORT default)."""
+        """Open model_dir (metadata.json + the ONNX file it names).
+
+        threads: intra-op threads per run (default 1, for serving concurrent requests; None = ORT's default,
+        one per core, for a single stream of large batches such as evaluation).
+        """
         import onnxruntime as ort
 
         model_dir = pathlib.Path(model_dir)
@@ -59,17 +75,27 @@ class Classifier:
             raise ModelLoadError(f"{meta_path} is not valid model metadata: {exc!r}") from exc
         if not model_path.is_file():
             raise ModelLoadError(f"{model_path} named in {meta_path} does not exist")
-        options = ort.SessionOptions()
-        if threads is not None:
-            if threads < 1:
-                raise ValueError(f"threads must be >= 1, got {threads}")
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+
+        def open_session(fixed_batch: str | None):
+            options = ort.SessionOptions()
+            options.inter_op_num_threads = 1  # the graph is a chain: nothing to run in parallel between ops
+            if threads is not None:
+                options.intra_op_num_threads = threads
+                # Idle threads spinning for work take cores from concurrent requests.
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            if fixed_batch:
+                options.add_free_dimension_override_by_name(fixed_batch, 1)
+            return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+
         try:
-            session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+            session = open_session(None)
+            batch_dim = session.get_inputs()[0].shape[0]
+            single = open_session(batch_dim) if isinstance(batch_dim, str) else None
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelLoadError(f"onnxruntime cannot load {model_path}: {exc}") from exc
-        return cls(session, metadata, model_dir, max_pixels)
+        return cls(session, metadata, model_dir, max_pixels, single_session=single)
 
     def preprocess(self, image: bytes) -> np.ndarray:
         """Image bytes -> (3, S, S) float32, exactly as in training. Raises InvalidImageError."""
@@ -105,4 +131,5 @@ class Classifier:
             raise ValueError(f"expected a batch of shape (N, {', '.join(map(str, expected))}), got {batch.shape}")
         if batch.dtype != np.float32:
             batch = batch.astype(np.float32)
-        return self._session.run(None, {self._input_name: np.ascontiguousarray(batch)})[0]
+        session = self._single_session if batch.shape[0] == 1 else self._session
+        return session.run(None, {self._input_name: np.ascontiguousarray(batch)})[0]

@@ -25,22 +25,27 @@ def test_tiny_run_prints_table_and_json(capsys):
     assert out[0].split()[:3] == ["path", "batch", "conc"]
     report = json.loads(out[-1])
     rows = {(r["path"], r["batch"], r["concurrency"]): r for r in report["results"]}
-    assert set(rows) == {("pytorch eager", 1, 1), ("pytorch eager", 2, 1), ("onnxruntime Classifier", 1, 1),
-                         ("onnxruntime Classifier", 2, 1), ("http endpoint (boto3)", 1, 1),
-                         ("http endpoint (boto3)", 1, 2)}
+    streams = os.cpu_count()
+    assert set(rows) == {("pytorch eager", 1, 1), ("pytorch eager", 2, 1),
+                         ("onnxruntime all cores", 1, 1), ("onnxruntime all cores", 2, 1),
+                         ("onnxruntime 1 thread", 1, 1), ("onnxruntime 1 thread", 1, streams),
+                         ("http endpoint (boto3)", 1, 1), ("http endpoint (boto3)", 1, 2)}
     for row in rows.values():
         assert row["images"] >= 1 and row["images_per_s"] > 0
         assert row["p50_ms_per_image"] <= row["p95_ms_per_image"]
     assert rows[("pytorch eager", 1, 1)]["ratio_vs_pytorch_eager"] == 1.0
-    onnx_b1, eager_b1 = rows[("onnxruntime Classifier", 1, 1)], rows[("pytorch eager", 1, 1)]
-    assert onnx_b1["ratio_vs_pytorch_eager"] == pytest.approx(
-        onnx_b1["images_per_s"] / eager_b1["images_per_s"], rel=0.02)
-    assert rows[("onnxruntime Classifier", 2, 1)]["baseline"] == "pytorch eager batch 2"
+    eager_b1 = rows[("pytorch eager", 1, 1)]
+    for onnx_b1 in (rows[("onnxruntime all cores", 1, 1)], rows[("onnxruntime 1 thread", 1, streams)]):
+        assert onnx_b1["baseline"] == "pytorch eager batch 1"
+        assert onnx_b1["ratio_vs_pytorch_eager"] == pytest.approx(
+            onnx_b1["images_per_s"] / eager_b1["images_per_s"], rel=0.02)
+    assert rows[("onnxruntime all cores", 2, 1)]["baseline"] == "pytorch eager batch 2"
     assert rows[("http endpoint (boto3)", 1, 2)]["baseline"] == "pytorch eager batch 1"
-    # The exported graph and PyTorch eager hold the same weights.
+    # The exported graph and PyTorch eager hold the same weights; the fixed batch-1 graph answers as the batched.
     assert report["onnx_vs_torch_max_abs_diff"] < 1e-4
-    # 6 table rows, each also in the JSON, and the endpoint it started is gone.
-    assert len([line for line in out if line.startswith(("pytorch", "onnxruntime", "http"))]) == 6
+    assert report["onnx_single_vs_batch_max_abs_diff"] < 1e-5
+    # 8 table rows, each also in the JSON, and the endpoint it started is gone.
+    assert len([line for line in out if line.startswith(("pytorch", "onnxruntime", "http"))]) == 8
     assert {t for t in threading.enumerate() if t.name.startswith("endpoint-")} - before == set()
 
 
