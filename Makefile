@@ -22,7 +22,7 @@ TRAIN_DATA ?= $(DATA_DIR)/train
 EVAL_DATA ?= $(DATA_DIR)/test
 
 .PHONY: help venv venv-dev test lint build demo demo-drift local submit results data train evaluate serve \
-        benchmark deploy delete logs traces clean
+        benchmark benchmark-twin benchmark-cold-start deploy delete logs traces clean
 
 help:
 	@echo "On this machine (no AWS account, no Docker):"
@@ -39,6 +39,8 @@ help:
 	@echo "  make evaluate    the shipped model (MODEL=dir: another) on $(EVAL_DATA)"
 	@echo "  make serve       the shipped model as a SageMaker-style endpoint on :8080"
 	@echo "  make benchmark   ONNX Runtime vs PyTorch eager vs the HTTP endpoint"
+	@echo "  make benchmark-twin         uploads/s, latency and CPU per image of the twin"
+	@echo "  make benchmark-cold-start   each function's size and import time, as built"
 	@echo "AWS (credentials, and AWS_DEFAULT_REGION or a profile):"
 	@echo "  make build       sam build (needs python3.13 on PATH)"
 	@echo "  make deploy ENDPOINT_NAME=...   sam build + deploy (guided the first time)"
@@ -113,6 +115,12 @@ serve: $(TWIN_STAMP)
 
 benchmark: $(DEV_STAMP)
 	$(BIN)/python -m training.benchmark --data-dir $(EVAL_DATA)
+
+benchmark-twin: $(TWIN_STAMP)
+	$(BIN)/python -m local.benchmark
+
+benchmark-cold-start: $(TWIN_STAMP)
+	PATH="$(SAM_PATH)" $(BIN)/python functions/benchmark_cold_starts.py
 
 # First deploy: guided (asks for the stack name, region and parameters and saves them in samconfig.toml).
 deploy: $(DEV_STAMP)

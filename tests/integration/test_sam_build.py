@@ -118,3 +118,17 @@ def test_native_extensions_match_the_lambda_runtime(build):
             assert _elf_machine(extension) == ELF_MACHINE[architecture], f"{lid}: {extension.name} is not {architecture}"
             if re.search(r"\.cpython-\d+", extension.name):
                 assert tag in extension.name, f"{lid}: {extension.name} is not built for {runtime}"
+
+
+def test_every_module_ships_bytecode_the_runtime_uses_without_checking_the_source(build):
+    """Cold starts load bytecode (functions/build.mk) instead of compiling Powertools, pydantic and Pillow."""
+    build_dir, template = build
+    for lid, function in _functions(template).items():
+        artifact = build_dir / function["Properties"]["CodeUri"]
+        sources = list(artifact.rglob("*.py"))
+        assert len(sources) > 50, lid
+        for source in sources:
+            compiled = source.parent / "__pycache__" / f"{source.stem}.cpython-313.pyc"
+            assert compiled.is_file(), f"{lid}: no bytecode for {source.relative_to(artifact)}"
+            # PEP 552 header: magic, then flags; 0b01 = hash-based and not checked against the source.
+            assert int.from_bytes(compiled.read_bytes()[4:8], "little") == 0b01, f"{lid}: {compiled.name} is checked"
