@@ -13,6 +13,7 @@ CreateEndpoint) and scaling with Application Auto Scaling; the SDK v3 supplies t
 from __future__ import annotations
 
 import ast
+import hashlib
 import io
 import re
 import sys
@@ -20,6 +21,8 @@ import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from botocore.exceptions import ClientError
 
 from .sagemaker_context import LaunchError, parse_s3_uri, region_of, s3_join
 from .sagemaker_train import BUILTIN_ALGORITHM, PYTORCH_PY_VERSION, PYTORCH_VERSION
@@ -128,9 +131,20 @@ def _safe_extract(tar_path: Path, dest: Path) -> None:
         tar.extractall(dest, filter="data")  # refuses absolute paths, .., and links out of dest
 
 
-def _upload(boto_session, local: Path, uri: str) -> str:
+def _upload_immutable(boto_session, local: Path, prefix_uri: str) -> str:
+    """Upload ``local`` to prefix/<sha256 of its bytes>/<its name>. A model's ModelDataUrl is read again at every
+    instance launch and scale-out, so no key that a model may point at is ever written twice: the same bytes
+    land at the same key, different bytes at a new one."""
+    digest = hashlib.sha256(local.read_bytes()).hexdigest()[:20]
+    uri = s3_join(prefix_uri, digest, local.name)
     bucket, key = parse_s3_uri(uri)
-    boto_session.client("s3").upload_file(str(local), bucket, key)
+    s3 = boto_session.client("s3")
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            raise
+        s3.upload_file(str(local), bucket, key)
     return uri
 
 
@@ -155,10 +169,20 @@ def model_artifact(req: DeployRequest, model_name: str, boto_session) -> str:
         if model_dir is None:
             raise LaunchError("pass --model-dir (an exported model) or --model-data (a training job's model.tar.gz)")
         packed = package_model(model_dir, tmp / "model.tar.gz")
-        return _upload(boto_session, packed, s3_join(req.artifact_uri, "models", model_name, "model.tar.gz"))
+        return _upload_immutable(boto_session, packed, s3_join(req.artifact_uri, "models", model_name))
 
 
 # --------------------------------------------------------------------------- hosting
+
+def _model_exists(sm, model_name: str) -> bool:
+    try:
+        sm.describe_model(ModelName=model_name)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ValidationException":  # "Could not find model"
+            return False
+        raise
+    return True
+
 
 
 def container_for(req: DeployRequest, region: str, model_data_url: str) -> dict:
@@ -241,6 +265,10 @@ def deploy(req: DeployRequest, boto_session, log=None) -> dict:
     region = region_of(boto_session)
     sm = boto_session.client("sagemaker")
     model_name = config_name = req.endpoint_name
+    if _model_exists(sm, model_name):
+        raise LaunchError(f"a SageMaker model named {model_name!r} exists already (the live endpoint's?); nothing was "
+                          f"changed. Tear it down first (teardown --endpoint-name {req.endpoint_name}) or deploy "
+                          "under another endpoint name")
     log(f"packaging and uploading the model for {model_name}")
     model_data_url = model_artifact(req, model_name, boto_session)
     sm.create_model(ModelName=model_name, ExecutionRoleArn=req.role,

@@ -19,13 +19,19 @@ CLASSES_ENV = "SCONES_CLASSES"
 
 
 def features(probabilities, classes):
-    """{"prob_<class>": p, ..., "confidence": max p} for one prediction."""
+    """{"confidence": max p, "prob_<class>": p, ...} for one prediction, keys in lexicographic order.
+
+    Model Monitor hands a preprocessor's keys to its analysis job in lexicographic order and matches them to
+    the baseline dataset's columns by position (AWS's docs; aws/amazon-sagemaker-examples#2850). The baseline
+    CSV is written from this same dict, so its columns are in that order too and each feature meets its own
+    baseline.
+    """
     probabilities = [float(p) for p in probabilities]
     if len(probabilities) != len(classes):
         raise ValueError(f"{len(probabilities)} probabilities for {len(classes)} classes")
     row = {f"prob_{name}": p for name, p in zip(classes, probabilities)}
     row["confidence"] = max(probabilities)
-    return row
+    return dict(sorted(row.items()))
 
 
 def preprocess_handler(inference_record):

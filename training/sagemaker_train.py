@@ -59,7 +59,7 @@ def builtin_hyperparameters(num_training_samples: int, num_classes: int, epochs:
         "num_layers": "18",
         "augmentation_type": "crop_color_transform",
         "precision_dtype": "float32",
-        "early_stopping": "true",
+        "early_stopping": "True",  # the algorithm documents True or False
         "early_stopping_patience": "5",
     }
 

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -179,6 +180,8 @@ def test_builtin_training_job_request(aws, capsys):
     hps = req["HyperParameters"]
     assert (hps["image_shape"], hps["num_classes"], hps["num_training_samples"], hps["epochs"]) == ("3,32,32", "2", "8", "5")
     assert hps["learning_rate"] == "0.01"  # explicit override wins
+    # The algorithm documents early_stopping as True or False (capitalised).
+    assert (hps["early_stopping"], hps["early_stopping_patience"]) == ("True", "5")
     channels = {c["ChannelName"]: c for c in req["InputDataConfig"]}
     assert sorted(channels) == ["train", "train_lst", "validation", "validation_lst"]
     for name, channel in channels.items():
@@ -267,7 +270,8 @@ def test_deploy_creates_endpoint_with_data_capture_and_autoscaling(aws, tmp_path
     container = model["PrimaryContainer"]
     assert container["Image"] == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6-cpu-py312"
     assert container["Environment"]["SAGEMAKER_PROGRAM"] == "training.sagemaker_inference"
-    assert container["ModelDataUrl"] == f"s3://{BUCKET}/scones/models/scones-test-ep/model.tar.gz"
+    assert re.fullmatch(rf"s3://{BUCKET}/scones/models/scones-test-ep/[0-9a-f]{{20}}/model.tar.gz",
+                        container["ModelDataUrl"])
     assert model["ExecutionRoleArn"] == ROLE
     members = _tar_members(aws.s3, container["ModelDataUrl"])
     assert members["model.onnx"] == (model_dir / "model.onnx").read_bytes()
@@ -335,6 +339,25 @@ def test_deploy_repacks_a_training_job_artifact_with_the_serving_code(aws, tmp_p
                 boto_session=aws.session) == 0
     members = _tar_members(aws.s3, aws.rec.one("CreateModel")["PrimaryContainer"]["ModelDataUrl"])
     assert {"model.onnx", "metadata.json", "code/training/sagemaker_inference.py"} <= set(members)
+
+
+def test_deploying_again_under_a_live_name_refuses_before_touching_the_live_artifact(aws, tmp_path, capsys):
+    model_dir = write_tiny_model(tmp_path / "model")
+    assert main(deploy_args(model_dir, "live-ep", "--no-autoscaling"), boto_session=aws.session) == 0
+    live_url = aws.rec.one("CreateModel")["PrimaryContainer"]["ModelDataUrl"]
+    bucket, key = live_url[len("s3://"):].split("/", 1)
+    live_bytes = aws.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    objects_before = aws.s3.list_objects_v2(Bucket=BUCKET)["KeyCount"]
+    capsys.readouterr()
+
+    (model_dir / "metadata.json").write_text((model_dir / "metadata.json").read_text().replace("}", ', "v": 2}', 1))
+    assert main(deploy_args(model_dir, "live-ep", "--no-autoscaling"), boto_session=aws.session) == 2
+
+    err = capsys.readouterr().err
+    assert "a SageMaker model named 'live-ep' exists already" in err and err.count("\n") == 1
+    assert aws.s3.get_object(Bucket=bucket, Key=key)["Body"].read() == live_bytes
+    assert aws.s3.list_objects_v2(Bucket=BUCKET)["KeyCount"] == objects_before  # nothing uploaded
+    assert aws.rec.names().count("CreateModel") == 1
 
 
 def test_deploy_refuses_bad_input_before_creating_anything(aws, tmp_path, capsys):
@@ -433,7 +456,10 @@ def test_monitor_runs_a_baseline_on_validation_outputs_then_an_hourly_schedule(a
     dataset_uri = job["ProcessingInputs"][0]["S3Input"]["S3Uri"]
     bucket, _, prefix = dataset_uri[5:].partition("/")
     key = aws.s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"][0]["Key"]
-    rows = list(csv.DictReader(io.StringIO(aws.s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode())))
+    text = aws.s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    # The job pairs the preprocessor's features, sorted by name, with these columns by position.
+    assert text.splitlines()[0].split(",") == ["confidence", "prob_bicycle", "prob_motorcycle"]
+    rows = list(csv.DictReader(io.StringIO(text)))
     validation = stage_data.read_lst(staged / "holdout" / "validation.lst")
     assert len(rows) == len(validation) == 4
     clf = Classifier.load(model_dir)
@@ -477,6 +503,8 @@ def test_record_preprocessor_gives_the_baseline_columns(monkeypatch):
 
     expected = features([0.25, 0.75], ["bicycle", "motorcycle"])
     assert expected == {"prob_bicycle": 0.25, "prob_motorcycle": 0.75, "confidence": 0.75}
+    # Model Monitor sorts the preprocessor's keys and pairs them with the baseline's columns by position.
+    assert list(expected) == sorted(expected) == ["confidence", "prob_bicycle", "prob_motorcycle"]
     assert preprocess_handler(record("[0.25, 0.75]", "JSON")) == expected
     assert preprocess_handler(record(base64.b64encode(b"[0.25, 0.75]").decode(), "BASE64")) == expected
     with pytest.raises(ValueError):
