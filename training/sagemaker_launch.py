@@ -209,6 +209,13 @@ def main(argv: list[str] | None = None, boto_session=None) -> int:
     except (ClientError, BotoCoreError) as exc:
         print(f"error: AWS refused: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        # The SageMaker SDK's own errors (a job that failed or timed out while --wait follows it, a request
+        # the SDK rejects) carry the reason in their message; the SDK is imported only by the commands.
+        if not type(exc).__module__.startswith("sagemaker."):
+            raise
+        print(f"error: SageMaker: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -550,3 +550,17 @@ def test_cli_imports_no_sagemaker_sdk_until_a_command_runs():
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_failed_job_while_waiting_is_one_line_with_the_reason(aws, capsys):
+    def failed(parsed, **_):  # SageMaker's answer once the job has failed
+        parsed.update(TrainingJobStatus="Failed", SecondaryStatus="Failed",
+                      FailureReason="AlgorithmError: ExecuteUserScriptError: train.py exited with 1")
+
+    aws.session.events.register("after-call.sagemaker.DescribeTrainingJob", failed)
+    code = main(["train", "--algorithm", "pytorch", "--data-uri", f"s3://{BUCKET}/scones/data",
+                 "--output-uri", f"s3://{BUCKET}/scones", "--wait"], boto_session=aws.session)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("error: SageMaker: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert "AlgorithmError: ExecuteUserScriptError: train.py exited with 1" in err
