@@ -118,7 +118,7 @@ class Stack:
         stack.definition_files = definition_files
         stack.outputs = transformed.get("Outputs", {})
         stack.conditions = {k: bool(stack.resolve(v)) for k, v in transformed.get("Conditions", {}).items()}
-        stack.physical_ids = {lid: stack._physical_id(lid, res) for lid, res in stack.resources.items()}
+        stack._name_resources()
         return stack
 
     def of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
@@ -129,6 +129,22 @@ class Stack:
         return self.resolve(self.resources[logical_id].get("Properties", {}))
 
     # ------------------------------------------------------------------ names and attributes
+    def _name_resources(self) -> None:
+        """Every resource's physical name; a name built from another's (a log group named after its
+        function) waits for that one, as CloudFormation orders them by their references."""
+        pending = dict(self.resources)
+        while pending:
+            named = {}
+            for lid, resource in pending.items():
+                try:
+                    named[lid] = self._physical_id(lid, resource)
+                except KeyError:  # refers to a resource not named yet
+                    continue
+            if not named:
+                raise TemplateError(f"resource names refer to each other in a circle: {', '.join(sorted(pending))}")
+            self.physical_ids.update(named)
+            pending = {lid: r for lid, r in pending.items() if lid not in named}
+
     def _physical_id(self, logical_id: str, resource: dict[str, Any]) -> str:
         """Stable names (same stack name -> same names), shaped like CloudFormation's generated ones."""
         props = resource.get("Properties", {})

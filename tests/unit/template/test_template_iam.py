@@ -42,10 +42,27 @@ def _function_role(stack, logical_id_of, function: str):
     return _statements(role)
 
 
-def test_serialize_may_only_read_intake_objects(stack, logical_id_of):
+def test_serialize_may_only_read_intake_objects_and_tell_missing_from_forbidden(stack, logical_id_of):
     statements = _function_role(stack, logical_id_of, "SerializeImageFunction")
     bucket_arn = stack.get_att("IntakeBucket", "Arn")
-    assert statements == [("Allow", ["s3:GetObject"], [f"{bucket_arn}/*"])]
+    # ListBucket on the bucket itself: without it S3 answers a missing key with 403, not 404.
+    assert statements == [("Allow", ["s3:GetObject"], [f"{bucket_arn}/*"]),
+                          ("Allow", ["s3:ListBucket"], [bucket_arn])]
+
+
+def test_cloudwatch_may_use_the_alarm_topics_key_and_only_for_this_accounts_alarms(stack):
+    topic = stack.properties("AlarmTopic")
+    [(key_id, key)] = stack.of_type("AWS::KMS::Key").items()
+    assert topic["KmsMasterKeyId"] == stack.ref(key_id)  # not the AWS-managed alias/aws/sns
+    props = stack.properties(key_id)
+    assert props["EnableKeyRotation"] is True
+    grants = [s for s in props["KeyPolicy"]["Statement"] if s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}]
+    assert len(grants) == 1
+    grant = grants[0]
+    assert grant["Effect"] == "Allow" and sorted(grant["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey*"]
+    assert grant["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": ACCOUNT},
+        "ArnLike": {"aws:SourceArn": f"arn:aws:cloudwatch:us-east-1:{ACCOUNT}:alarm:*"}}
 
 
 def test_classify_may_only_invoke_the_configured_endpoint(stack, logical_id_of):

@@ -163,3 +163,12 @@ def test_rule_retries_and_keeps_undeliverable_uploads(stack):
 def test_outputs_name_the_resources_users_work_with(stack, output, resource):
     assert output in stack.outputs, f"output {output} missing"
     assert stack.resolve(stack.outputs[output]["Value"]) == stack.ref(resource)
+
+
+def test_every_function_logs_to_a_group_kept_for_the_retention_parameter(load_stack):
+    stack = load_stack(LogRetentionDays="7")
+    groups = {stack.properties(lid)["LogGroupName"]: stack.properties(lid)["RetentionInDays"]
+              for lid in stack.of_type("AWS::Logs::LogGroup")}
+    for lid in stack.of_type("AWS::Lambda::Function"):
+        # Lambda writes to /aws/lambda/<function name>; a group the stack owns there is the one it uses.
+        assert groups.get(f"/aws/lambda/{stack.ref(lid)}") == "7", lid

@@ -86,3 +86,16 @@ def test_every_failing_task_ends_in_a_failed_record(machine):
         target = states[catch_all[0]["Next"]]
         assert target.get("Resource") == record, f"{name}: errors go to {catch_all[0]['Next']}, not a record"
         assert target["Parameters"]["Item"]["outcome"] == {"S": "failed"}, name
+
+
+def test_transient_service_errors_are_retried(machine):
+    """Lambda's and EventBridge's own transient errors, as AWS's Step Functions guidance lists them."""
+    _, _, definition = machine
+    for name, state in definition["States"].items():
+        retried = {e for rule in state.get("Retry", []) for e in rule["ErrorEquals"]}
+        if state.get("Resource") == "arn:aws:states:::lambda:invoke":
+            assert {"Lambda.ClientExecutionTimeoutException", "Lambda.ServiceException", "Lambda.AWSLambdaException",
+                    "Lambda.SdkClientException", "Lambda.TooManyRequestsException"} <= retried, name
+        if state.get("Resource") == "arn:aws:states:::events:putEvents":
+            # A PutEvents entry the bus refused fails the task with EventBridge.FailedEntry.
+            assert "EventBridge.FailedEntry" in retried, name
