@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote_plus
 
 import pytest
 from PIL import Image
@@ -214,3 +216,37 @@ def test_drift_report_reads_every_capture_record_the_twin_wrote(twin, tmp_path):
     assert result.document["capture"]["records"] == lines
     assert result.document["results"]["items"] == len(twin.results())
     assert result.report_path.exists()
+
+
+def _dead_letters(twin, count: int, timeout: float = 60) -> list[dict]:
+    sqs, url, found = twin.client("sqs"), twin.outputs["RecordDeadLetterQueueUrl"], []
+    deadline = time.monotonic() + timeout
+    while len(found) < count and time.monotonic() < deadline:
+        for message in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", []):
+            found.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return found
+
+
+def test_an_outcome_the_table_refuses_goes_to_the_record_dead_letter_queue(twin):
+    sfn = twin.client("stepfunctions")
+    bucket = twin.outputs["IntakeBucketName"]
+    # A damaged photo under a long non-Latin key: its failure is recorded under the URL-encoded key, which is
+    # over DynamoDB's 1024-byte limit; and a direct input whose key is empty.
+    long_key = "photos/" + "自行车" * 40 + ".png"
+    twin.client("s3").put_object(Bucket=bucket, Key=long_key, Body=b"not an image")
+    # A name, as AWS would make one: moto names every unnamed execution "None", so a second one would clash.
+    arn = sfn.start_execution(stateMachineArn=twin.outputs["StateMachineArn"], name=str(uuid.uuid4()),
+                              input=json.dumps({"s3_bucket": bucket, "s3_key": ""}))["executionArn"]
+
+    letters = _dead_letters(twin, 2)
+    assert len(letters) == 2
+    # The execution's input as it was given (an object), so the upload can be re-driven from here.
+    direct = next(m for m in letters if m["execution_input"].get("s3_key") == "")
+    upload = next(m for m in letters if m["execution_input"].get("source") == "aws.s3")
+    assert direct["execution_arn"] == arn
+    assert upload["execution_input"]["detail"]["object"]["key"] == quote_plus(long_key, safe="/")
+    for message in letters:
+        assert "DynamoDB" in message["error"]["Error"]  # the table's refusal, kept for whoever re-drives it
+        described = sfn.describe_execution(executionArn=message["execution_arn"])
+        assert described["status"] == "FAILED" and described["error"] == "RecordNotWritten"

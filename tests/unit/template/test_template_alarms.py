@@ -144,7 +144,10 @@ def test_aws_metric_alarms_watch_this_stacks_resources(stack, repo):
             if namespace == "AWS/States":
                 assert dimensions == {"StateMachineArn": stack.ref("ClassifierStateMachine")}, lid
             elif namespace == "AWS/SQS":
-                assert dimensions == {"QueueName": stack.get_att("RuleDeadLetterQueue", "QueueName")}, lid
+                # Each dead-letter queue's alarm watches that queue.
+                queue = {"DeadLetterQueueAlarm": "RuleDeadLetterQueue",
+                         "RecordDeadLetterQueueAlarm": "RecordDeadLetterQueue"}[lid]
+                assert dimensions == {"QueueName": stack.get_att(queue, "QueueName")}, lid
             elif namespace == "AWS/SageMaker":
                 # The variant the deploy script creates; another name would never have data.
                 assert dimensions == {"EndpointName": "my-endpoint", "VariantName": variant.group(1)}, lid

@@ -79,7 +79,7 @@ def test_every_failing_task_ends_in_a_failed_record(machine):
     states = definition["States"]
     record = "arn:aws:states:::dynamodb:putItem"
     for name, state in states.items():
-        if state["Type"] != "Task" or state["Resource"] == record:
+        if state["Type"] != "Task" or state["Resource"] == record or name == "SendToRecordDeadLetter":
             continue
         catch_all = [c for c in state.get("Catch", []) if "States.ALL" in c["ErrorEquals"]]
         assert catch_all, f"{name} has no States.ALL catch"
@@ -99,3 +99,21 @@ def test_transient_service_errors_are_retried(machine):
         if state.get("Resource") == "arn:aws:states:::events:putEvents":
             # A PutEvents entry the bus refused fails the task with EventBridge.FailedEntry.
             assert "EventBridge.FailedEntry" in retried, name
+
+
+def test_an_outcome_that_cannot_be_written_goes_to_the_record_dead_letter_queue(machine):
+    """Never nowhere: a record state that still fails after its retries hands the execution to a queue."""
+    props, _, definition = machine
+    states = definition["States"]
+    records = [n for n, s in states.items() if s.get("Resource") == "arn:aws:states:::dynamodb:putItem"]
+    assert len(records) == 3
+    for name in records:
+        assert any("DynamoDB.ThrottlingException" in r["ErrorEquals"] for r in states[name]["Retry"]), name
+        assert states[name]["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.record_error",
+                                          "Next": "SendToRecordDeadLetter"}], name
+    send = states["SendToRecordDeadLetter"]
+    assert send["Resource"] == "arn:aws:states:::sqs:sendMessage"
+    assert send["Parameters"]["QueueUrl"] == "${RecordDeadLetterQueueUrl}"
+    assert props["DefinitionSubstitutions"]["RecordDeadLetterQueueUrl"] == {"Ref": "RecordDeadLetterQueue"}
+    assert send["Parameters"]["MessageBody"]["execution_input.$"] == "$$.Execution.Input"
+    assert states[send["Next"]]["Type"] == "Fail"  # counted by the failed-executions alarm as well
