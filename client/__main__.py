@@ -10,6 +10,7 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from client.bucket import empty_bucket
+from client.redrive import redrive
 from client.results import format_table, scan_results
 from client.submit import SubmitError, Submission, submit
 from client.target import TWIN_PORT, TargetError, stack, twin
@@ -35,6 +36,12 @@ def parser() -> argparse.ArgumentParser:
     read = commands.add_parser("results", parents=[common], help="print every recorded outcome",
                                description="Print every record of the results table.")
     read.add_argument("--json", action="store_true", help="one JSON object per line")
+    again = commands.add_parser(
+        "redrive", parents=[common], help="start again what an outage left behind",
+        description="Start a new execution for every record that failed for a transient reason (endpoint "
+                    "down or throttled, a passing Lambda or Step Functions fault) and for every message in the "
+                    "rule's and the record's dead-letter queues; a message is deleted once its execution started.")
+    again.add_argument("--dry-run", action="store_true", help="list what would be started; change nothing")
     commands.add_parser("empty-bucket", parents=[common], help="delete every object version in the intake bucket",
                         description="Delete every object, version and delete marker in the intake bucket, so that "
                                     "`sam delete` can delete the stack (make delete runs both).")
@@ -55,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         target = stack(args.stack, args.region, args.profile) if args.stack else twin(args.port)
         if args.command == "submit":
             return _submit(target, args)
+        if args.command == "redrive":
+            done = redrive(target, dry_run=args.dry_run, log=print)
+            verb = "would start" if args.dry_run else "started"
+            print(f"{verb} {done.total} executions: {len(done.failed_records)} failed records, "
+                  f"{done.rule_dead_letters} undelivered uploads, {done.record_dead_letters} unwritten outcomes")
+            return 0
         if args.command == "empty-bucket":
             deleted = empty_bucket(target.client("s3"), target.bucket)
             print(f"deleted {deleted} object versions and delete markers from s3://{target.bucket}")

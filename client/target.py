@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import boto3
 from botocore.config import Config
@@ -27,6 +27,7 @@ class Target:
     table: str
     session: boto3.session.Session
     endpoint_url: str | None = None
+    outputs: dict[str, str] = field(default_factory=dict)  # the stack's outputs (the twin's, found by name)
 
     def client(self, service: str):
         return self.session.client(service, endpoint_url=self.endpoint_url,
@@ -48,7 +49,23 @@ def twin(port: int = TWIN_PORT) -> Target:
         raise TargetError(f"{url} has {len(buckets)} intake buckets and {len(tables)} results tables; "
                           "is it the twin started by `make local`?")
     target.bucket, target.table = buckets[0], tables[0]
+    target.outputs = {"IntakeBucketName": target.bucket, "ResultsTableName": target.table,
+                      **_twin_outputs(target.client("stepfunctions"), target.client("sqs"))}
     return target
+
+
+def _twin_outputs(sfn, sqs) -> dict[str, str]:
+    """The twin has no CloudFormation: its state machine and queues are found by their generated names."""
+    outputs = {}
+    machines = [m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]
+                if "-ClassifierStateMachine-" in m["name"]]
+    if len(machines) == 1:
+        outputs["StateMachineArn"] = machines[0]
+    for url in sqs.list_queues().get("QueueUrls", []):
+        for logical_id in ("ReviewQueue", "RuleDeadLetterQueue", "RecordDeadLetterQueue"):
+            if f"-{logical_id}-" in url.rsplit("/", 1)[-1]:
+                outputs[f"{logical_id}Url"] = url
+    return outputs
 
 
 def stack(name: str, region: str | None = None, profile: str | None = None) -> Target:
@@ -74,4 +91,4 @@ def stack(name: str, region: str | None = None, profile: str | None = None) -> T
     if missing:
         raise TargetError(f"stack {name!r} has no output {', '.join(missing)}: is it this project's stack?")
     return Target(f"stack {name} in {session.region_name}", outputs["IntakeBucketName"],
-                  outputs["ResultsTableName"], session)
+                  outputs["ResultsTableName"], session, outputs=outputs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from twin_helpers import sample, wait_for
 
@@ -37,3 +38,41 @@ def test_stopped_endpoint_gives_failed_records_after_retries_then_recovers(twin)
     record = wait_for(twin, {"after/moto.png"})["after/moto.png"]
     assert record["outcome"] in ("classified", "needs_review")
     assert record["label"] == "motorcycle"
+
+
+def test_an_outage_longer_than_the_retries_costs_time_not_images(twin, capsys):
+    from client.__main__ import main
+
+    twin.endpoint.stop()
+    keys = {f"long-outage/{i}.png" for i in range(4)}
+    for i, key in enumerate(sorted(keys)):
+        put(twin, key, sample("bicycle" if i % 2 else "motorcycle", i).read_bytes())
+    failed = wait_for(twin, keys, timeout=120)
+    assert {r["outcome"] for r in failed.values()} == {"failed"}
+    assert {r["reason"] for r in failed.values()} == {"EndpointUnavailableError"}
+
+    twin.restart_endpoint()
+    port = str(twin.settings.port)
+    # Every upload the outages of this module failed: these four and any an earlier test left.
+    stranded = {r["key"]: r for r in twin.results() if r["outcome"] == "failed"
+                and r["reason"] == "EndpointUnavailableError"}
+    assert keys <= set(stranded)
+    n = len(stranded)
+    assert main(["redrive", "--port", port, "--dry-run"]) == 0
+    assert f"would start {n} executions: {n} failed records" in capsys.readouterr().out
+    assert main(["redrive", "--port", port]) == 0
+    assert f"started {n} executions: {n} failed records, 0 undelivered uploads, 0 unwritten outcomes" \
+        in capsys.readouterr().out
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        records = twin.wait_for_results(set(stranded), 5)
+        if all(r["outcome"] != "failed" for r in records.values()):
+            break
+        time.sleep(0.5)
+    assert {r["outcome"] for r in records.values()} <= {"classified", "needs_review"}
+    for key, record in records.items():
+        assert record["execution_arn"] != stranded[key]["execution_arn"]  # a new execution wrote it
+    # Nothing transient is left to re-drive.
+    assert main(["redrive", "--port", port, "--dry-run"]) == 0
+    assert "would start 0 executions" in capsys.readouterr().out
