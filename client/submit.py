@@ -13,8 +13,9 @@ from boto3.dynamodb.types import TypeDeserializer
 
 from client.target import Target
 
-# What the intake rule starts a workflow for (template.yaml's IntakeRule); other files are not sent.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+# The photo formats serialize reads, by file name: what is picked from a folder (a file given by name is
+# sent whatever it is, and gets a record either way).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".heic", ".heif", ".avif", ".gif")
 _deserialize = TypeDeserializer().deserialize
 
 

@@ -18,13 +18,13 @@ from pathlib import Path
 from statistics import median
 
 from client.console import Progress, format_columns
+from client.submit import IMAGE_SUFFIXES
 from monitoring import build_report
 from monitoring.report import headline
 from local.demo_report import write_report
 from local.shifted_images import SHIFTS, write_shifted_copies
 from local.twin import ROOT, Twin, TwinSettings, free_port
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 DEFAULT_IMAGES = ROOT / "local" / "sample_images"
 # Bicycles take nearby orders, motorcycles far ones; everything else waits for a person.
 LOADING_BAYS = {"bicycle": "near bay", "motorcycle": "far bay"}
@@ -35,7 +35,7 @@ def find_images(folder: Path) -> list[Path]:
         raise SystemExit(f"--images {folder}: not a folder")
     images = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
-        raise SystemExit(f"--images {folder}: no .png/.jpg/.jpeg/.webp files in it")
+        raise SystemExit(f"--images {folder}: no {'/'.join(IMAGE_SUFFIXES)} files in it")
     return images
 
 

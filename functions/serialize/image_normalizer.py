@@ -10,6 +10,7 @@ in a Step Functions payload (256 KB limit). The output carries no metadata
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import warnings
@@ -30,16 +31,27 @@ _JPEG_QUALITIES = (90, 80, 70, 60, 50, 40)
 _FALLBACK_SHRINK = 0.75
 _WHITE = (255, 255, 255, 255)
 
-# Accepted formats: name -> predicate on the first bytes.
+# ISO base media files (HEIF, AVIF) name their kind in the "ftyp" box's major brand.
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
+_AVIF_BRANDS = {b"avif", b"avis"}
+
+
+def _brand(head: bytes) -> bytes | None:
+    return head[8:12] if head[4:8] == b"ftyp" else None
+
+
+# Accepted formats (Pillow's names): name -> predicate on the first bytes. What phones and browsers send.
 _ACCEPTED = {
     "PNG": lambda head: head.startswith(b"\x89PNG\r\n\x1a\n"),
     "JPEG": lambda head: head.startswith(b"\xff\xd8\xff"),
     "WEBP": lambda head: head[:4] == b"RIFF" and head[8:12] == b"WEBP",
+    "HEIF": lambda head: _brand(head) in _HEIF_BRANDS,  # the iPhone camera's default (.heic)
+    "AVIF": lambda head: _brand(head) in _AVIF_BRANDS,
+    "GIF": lambda head: head[:6] in (b"GIF87a", b"GIF89a"),  # the first frame of an animation
 }
+ACCEPTED_NAMES = "PNG, JPEG, WebP, HEIC/HEIF, AVIF and GIF"
 # Formats we recognise only to name them in the error message.
 _REJECTED = (
-    (b"GIF87a", "GIF"),
-    (b"GIF89a", "GIF"),
     (b"%PDF", "PDF"),
     (b"BM", "BMP"),
     (b"II*\x00", "TIFF"),
@@ -52,7 +64,7 @@ class EmptyImageError(Exception):
 
 
 class UnsupportedImageTypeError(Exception):
-    """The bytes are not PNG, JPEG or WebP."""
+    """The bytes are not PNG, JPEG, WebP, HEIC/HEIF, AVIF or GIF."""
 
 
 class CorruptImageError(Exception):
@@ -69,7 +81,7 @@ class NormalizedImage:
     content_type: str  # "image/png" | "image/jpeg"
     width: int
     height: int
-    source_format: str  # "PNG" | "JPEG" | "WEBP"
+    source_format: str  # one of _ACCEPTED's names
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -105,7 +117,7 @@ def normalize(
     source_format = sniff_format(data)
     if source_format is None:
         raise UnsupportedImageTypeError(
-            f"{name} is {_describe_unsupported(data)}; only PNG, JPEG and WebP are accepted"
+            f"{name} is {_describe_unsupported(data)}; only {ACCEPTED_NAMES} are accepted"
         )
 
     with warnings.catch_warnings():
@@ -116,6 +128,8 @@ def normalize(
 def _decode_and_encode(
     data: bytes, source_format: str, max_pixels: int, max_side: int, max_base64_chars: int, name: str
 ) -> NormalizedImage:
+    if source_format == "HEIF":
+        _register_heif()
     try:
         # formats=[...]: only the decoder the magic bytes chose may parse the input.
         image = Image.open(io.BytesIO(data), formats=[source_format])
@@ -147,6 +161,14 @@ def _decode_and_encode(
         rgb = rgb.resize(_fit(rgb.size, max_side), Image.Resampling.LANCZOS)
     data_out, content_type, rgb = _encode(rgb, max_base64_chars)
     return NormalizedImage(data_out, content_type, rgb.width, rgb.height, source_format)
+
+
+@functools.cache
+def _register_heif() -> None:
+    """pillow-heif's decoder, loaded on the first HEIF photo rather than at every cold start."""
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
 
 
 def _fit(size: tuple[int, int], max_side: int) -> tuple[int, int]:

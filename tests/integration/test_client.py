@@ -57,22 +57,22 @@ def test_a_missing_path_is_one_line(twin, tmp_path, capsys):
 
 def test_redrive_replays_both_dead_letter_queues_and_deletes_what_it_started(twin, capsys):
     s3, sqs, bucket = twin.client("s3"), twin.client("sqs"), twin.outputs["IntakeBucketName"]
-    # Suffixes the rule ignores: only the re-drive starts these two.
-    for key, label in (("redrive/undelivered.data", "bicycle"), ("redrive/unwritten.data", "motorcycle")):
+    # Keys ending in "/", which the rule leaves out: only the re-drive starts these two.
+    for key, label in (("redrive/undelivered/", "bicycle"), ("redrive/unwritten/", "motorcycle")):
         s3.put_object(Bucket=bucket, Key=key, Body=sample(label, 3).read_bytes())
     event = {"version": "0", "id": "e-1", "detail-type": "Object Created", "source": "aws.s3", "account": "123456789012",
              "time": "2026-12-01T10:00:00Z", "region": "us-east-1", "resources": [f"arn:aws:s3:::{bucket}"],
-             "detail": {"bucket": {"name": bucket}, "object": {"key": "redrive/undelivered.data", "size": 1}}}
+             "detail": {"bucket": {"name": bucket}, "object": {"key": "redrive/undelivered/", "size": 1}}}
     sqs.send_message(QueueUrl=twin.outputs["RuleDeadLetterQueueUrl"], MessageBody=json.dumps(event))
     sqs.send_message(QueueUrl=twin.outputs["RecordDeadLetterQueueUrl"], MessageBody=json.dumps(
-        {"execution_arn": "arn:old", "execution_input": {"s3_bucket": bucket, "s3_key": "redrive/unwritten.data"},
+        {"execution_arn": "arn:old", "execution_input": {"s3_bucket": bucket, "s3_key": "redrive/unwritten/"},
          "error": {"Error": "DynamoDB.ThrottlingException", "Cause": "rate exceeded"}}))
 
     assert main(["redrive", "--port", str(twin.settings.port)]) == 0
     assert "1 undelivered uploads, 1 unwritten outcomes" in capsys.readouterr().out
-    records = twin.wait_for_results({"redrive/undelivered.data", "redrive/unwritten.data"}, 60)
-    assert records["redrive/undelivered.data"]["label"] == "bicycle"
-    assert records["redrive/unwritten.data"]["label"] == "motorcycle"
+    records = twin.wait_for_results({"redrive/undelivered/", "redrive/unwritten/"}, 60)
+    assert records["redrive/undelivered/"]["label"] == "bicycle"
+    assert records["redrive/unwritten/"]["label"] == "motorcycle"
     for queue in ("RuleDeadLetterQueueUrl", "RecordDeadLetterQueueUrl"):
         attributes = sqs.get_queue_attributes(QueueUrl=twin.outputs[queue], AttributeNames=["All"])["Attributes"]
         assert attributes["ApproximateNumberOfMessages"] == attributes["ApproximateNumberOfMessagesNotVisible"] == "0"

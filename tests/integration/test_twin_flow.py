@@ -148,17 +148,20 @@ def test_confident_results_are_published_for_dispatch(twin, classifier):
         "probabilities": pytest.approx(record["probabilities"])}
 
 
-def test_non_image_keys_start_nothing(twin):
+def test_folder_markers_start_nothing_and_other_files_are_recorded_with_their_reason(twin):
+    put(twin, "other/", b"")  # what the S3 console's "Create folder" writes
     put(twin, "other/notes.txt", b"not for the classifier")
     put(twin, "other/after-notes.png", sample("bicycle").read_bytes())
-    wait_for(twin, {"other/after-notes.png"})
+    records = wait_for(twin, {"other/notes.txt", "other/after-notes.png"})
+    assert (records["other/notes.txt"]["outcome"], records["other/notes.txt"]["reason"]) == (
+        "failed", "UnsupportedImageTypeError")
     time.sleep(1)
-    assert "other/notes.txt" not in {i["key"] for i in twin.results()}
+    assert "other/" not in {i["key"] for i in twin.results()}
 
 
 def test_the_original_direct_input_still_works(twin):
-    # A suffix the rule ignores, so only the direct execution below classifies this object.
-    key = "direct/bike.data"
+    # A key ending in "/", which the rule leaves out, so only the direct execution below classifies this object.
+    key = "direct/bike/"
     put(twin, key, sample("bicycle").read_bytes())
     sfn = twin.client("stepfunctions")
     arn = sfn.start_execution(stateMachineArn=twin.outputs["StateMachineArn"], input=json.dumps(

@@ -312,8 +312,10 @@ TRUNCATED_JPEG = encode(noise((64, 64)), "JPEG")[:-400]
 
 BAD_IMAGES = [
     pytest.param(b"", "EmptyImageError", "empty", id="empty"),
-    pytest.param(b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", "UnsupportedImageTypeError", "GIF", id="gif"),
-    pytest.param(b"hello, this is not an image\n", "UnsupportedImageTypeError", "PNG, JPEG and WebP", id="text"),
+    pytest.param(b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", "CorruptImageError", "GIF", id="truncated-gif"),
+    pytest.param(b"hello, this is not an image\n", "UnsupportedImageTypeError",
+                 "PNG, JPEG, WebP, HEIC/HEIF, AVIF and GIF", id="text"),
+    pytest.param(b"II*\x00" + b"\x00" * 40, "UnsupportedImageTypeError", "TIFF", id="tiff"),
     pytest.param(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n", "UnsupportedImageTypeError", "PDF", id="pdf"),
     pytest.param(TRUNCATED_PNG, "CorruptImageError", "PNG", id="truncated-png"),
     pytest.param(TRUNCATED_JPEG, "CorruptImageError", "JPEG", id="truncated-jpeg"),
@@ -429,7 +431,7 @@ def test_success_emits_received_and_bytes(run, emitted_metrics):
 def test_rejection_emits_a_metric_per_reason(run, emitted_metrics):
     emitted_metrics()
     with pytest.raises(Exception):
-        run(b"GIF89a....", key="photos/anim.gif")
+        run(b"%PDF-1.7 ....", key="photos/scan.pdf")
     rejected = [m for m in emitted_metrics() if m["name"] == "ImagesRejected"]
     assert len(rejected) == 1
     assert rejected[0]["value"] == 1 and rejected[0]["unit"] == "Count"
@@ -444,3 +446,46 @@ def test_no_endpoint_dimension_without_endpoint_name(load_function, s3, lambda_c
     serialize.lambda_handler({"s3_bucket": INTAKE_BUCKET, "s3_key": "a.png"}, lambda_context)
     metrics = emitted_metrics()
     assert metrics and all("EndpointName" not in m["dimensions"] for m in metrics)
+
+
+# ---------- what phones and browsers send ----------
+
+
+def _heic(image: Image.Image) -> bytes:
+    import pillow_heif
+
+    buffer = io.BytesIO()
+    pillow_heif.from_pillow(image).save(buffer, quality=95)
+    return buffer.getvalue()
+
+
+def _halves(size=(64, 64)) -> Image.Image:
+    """Left half red, right half blue: easy to recognise after a lossy round trip."""
+    image = Image.new("RGB", size, (220, 20, 20))
+    image.paste((20, 20, 220), (size[0] // 2, 0, size[0], size[1]))
+    return image
+
+
+@pytest.mark.parametrize("fmt, body", [
+    ("HEIF", lambda: _heic(_halves())),  # the iPhone camera's default
+    ("AVIF", lambda: encode(_halves(), "AVIF", quality=95)),
+    ("GIF", lambda: encode(_halves(), "GIF")),
+])
+def test_photo_formats_of_phones_and_browsers_are_read(run, fmt, body):
+    result = run(body(), key=f"photos/upload.{fmt.lower()}")
+    assert result["source_format"] == fmt and (result["width"], result["height"]) == (64, 64)
+    out = Image.open(io.BytesIO(base64.b64decode(result["image_data"]))).convert("RGB")
+    red, blue = out.getpixel((8, 32)), out.getpixel((56, 32))
+    assert red[0] > 150 > red[2] and blue[2] > 150 > blue[0], (red, blue)
+
+
+def test_an_animated_gif_is_read_by_its_first_frame(run):
+    first, second = _halves(), _halves().transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    body = encode(first, "GIF", save_all=True, append_images=[second], duration=100, loop=0)
+    out = Image.open(io.BytesIO(base64.b64decode(run(body, key="photos/anim.gif")["image_data"]))).convert("RGB")
+    assert out.getpixel((8, 32))[0] > 150  # red on the left, as in the first frame
+
+
+def test_a_damaged_heic_is_a_corrupt_image(run, serialize):
+    with pytest.raises(serialize.CorruptImageError, match="HEIF"):
+        run(_heic(_halves())[:200], key="photos/cut.heic")
