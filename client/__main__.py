@@ -12,9 +12,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from client.bucket import empty_bucket
 from client.redrive import redrive
 from client.results import format_table, scan_results
-from client.submit import SubmitError, Submission, submit
+from client.submit import SubmitError, Submission, key_for, photos, submit
 from client.target import TWIN_PORT, TargetError, stack, twin
-from client.console import format_columns
+from client.console import WIDTH, elide
 
 
 def parser() -> argparse.ArgumentParser:
@@ -48,12 +48,18 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def _row(s: Submission) -> tuple:
+# Outcome lines print as records arrive, so their columns are fixed: key, outcome, label, confidence, time,
+# then the reason (failures only) at the end of the line.
+_WIDTHS = (12, 10, 5, 6)
+
+
+def _line(s: Submission, key_width: int) -> str:
     record = s.record or {}
     confidence = f"{record['confidence']:.3f}" if "confidence" in record else "-"
     took = f"{s.seconds:.1f}s" if s.seconds is not None else "-"
-    return (s.key, record.get("outcome", "no outcome yet"), record.get("label", "-"), confidence,
-            record.get("reason", ""), took)
+    cells = (record.get("outcome", "no outcome"), record.get("label", "-"), confidence, took)
+    line = "  ".join([elide(s.key, key_width).ljust(key_width)] + [c.ljust(w) for c, w in zip(cells, _WIDTHS)])
+    return f"{line}  {record.get('reason', '')}".rstrip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,11 +99,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _submit(target, args) -> int:
     print(f"submitting to s3://{target.bucket}/{args.prefix.strip('/')}/ on {target.description} ...", flush=True)
-    results = submit(target, args.paths, args.prefix, args.timeout,
-                     on_outcome=lambda s: print(format_columns([_row(s)]), flush=True))
+    files = photos(args.paths)
+    longest = max(len(key_for(args.prefix, name)) for _, name in files)
+    # Room for the key in 80 columns next to the fixed cells (a failure's reason may run past them).
+    key_width = max(20, min(longest, WIDTH - sum(_WIDTHS) - 2 * len(_WIDTHS)))
+    results = submit(target, files, args.prefix, args.timeout,
+                     on_outcome=lambda s: print(_line(s, key_width), flush=True))
     late = [s for s in results if s.record is None]
     for s in late:
-        print(format_columns([_row(s)]))
+        print(_line(s, key_width))
     counts: dict[str, int] = {}
     for s in results:
         outcome = (s.record or {}).get("outcome", "no outcome")

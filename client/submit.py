@@ -55,13 +55,19 @@ def photos(paths: list[Path]) -> list[tuple[Path, str]]:
     return found
 
 
-def submit(target: Target, paths: list[Path], prefix: str, timeout_s: float,
+def key_for(prefix: str, name: str) -> str:
+    """The object key a photo named ``name`` is uploaded under."""
+    return f"{prefix.strip('/')}/{name}" if prefix.strip("/") else name
+
+
+def submit(target: Target, files: list[tuple[Path, str]], prefix: str, timeout_s: float,
            on_outcome: Callable[[Submission], None] = lambda s: None, poll_s: float = 0.5) -> list[Submission]:
-    """Upload every photo under ``prefix``, then wait until each has a record written after its upload."""
+    """Upload every (file, name) of ``photos()`` under ``prefix``, then wait until each has a record written
+    after its upload."""
     s3, dynamodb = target.client("s3"), target.client("dynamodb")
     pending: list[Submission] = []
-    for path, name in photos(paths):
-        key = f"{prefix.strip('/')}/{name}" if prefix.strip("/") else name
+    for path, name in files:
+        key = key_for(prefix, name)
         earlier = _record(dynamodb, target, key)
         submission = Submission(path, key, datetime.now(timezone.utc), (earlier or {}).get("execution_arn"))
         s3.upload_file(str(path), target.bucket, key)
