@@ -32,7 +32,7 @@ help:
 	@echo "  make submit PHOTO=file-or-folder   upload to the twin (or STACK=name), wait"
 	@echo "  make results     every recorded outcome (of the twin, or STACK=name)"
 	@echo "  make test        the test suite (offline)"
-	@echo "  make lint        cfn-lint, sam validate --lint, asl-validator"
+	@echo "  make lint        cfn-lint, checkov, sam validate --lint, asl-validator"
 	@echo "Model:"
 	@echo "  make data        stage CIFAR-100 into $(DATA_DIR) (ARCHIVE=path: a local copy)"
 	@echo "  make train       train on $(TRAIN_DATA), export to build/model"
@@ -59,7 +59,7 @@ $(TWIN_STAMP): requirements-twin.txt | $(BIN)/python
 	$(PIP) install --progress-bar on -r requirements-twin.txt
 	touch $@
 
-$(DEV_STAMP): $(TWIN_STAMP) requirements-dev.txt requirements-sam.txt package.json package-lock.json
+$(DEV_STAMP): $(TWIN_STAMP) requirements-dev.txt requirements-sam.txt requirements-checkov.txt package.json package-lock.json
 	@echo "==> installing test, training and SageMaker packages into $(VENV) (torch CPU, about 2 GB)"
 	$(PIP) install --progress-bar on -r requirements-dev.txt
 	@echo "==> installing the SAM CLI into $(VENV)/sam-cli"
@@ -67,6 +67,10 @@ $(DEV_STAMP): $(TWIN_STAMP) requirements-dev.txt requirements-sam.txt package.js
 	$(VENV)/sam-cli/bin/python -m pip --disable-pip-version-check install --progress-bar on -r requirements-sam.txt
 	ln -sf ../sam-cli/bin/sam $(BIN)/sam
 	ln -sf ../sam-cli/bin/cfn-lint $(BIN)/cfn-lint
+	@echo "==> installing checkov into $(VENV)/checkov"
+	test -x $(VENV)/checkov/bin/python || $(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/python -m pip --disable-pip-version-check install --progress-bar on -r requirements-checkov.txt
+	ln -sf ../checkov/bin/checkov $(BIN)/checkov
 	@echo "==> installing asl-validator (npm)"
 	npm ci --no-audit --no-fund
 	touch $@
@@ -76,6 +80,7 @@ test: $(DEV_STAMP)
 
 lint: $(DEV_STAMP)
 	$(BIN)/cfn-lint template.yaml
+	$(BIN)/checkov -f template.yaml --framework cloudformation --compact --quiet --skip-download
 	$(SAM) validate --lint
 	npx --no-install asl-validator --json-path statemachine/*.asl.json
 

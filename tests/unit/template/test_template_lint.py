@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -39,3 +40,17 @@ def test_asl_validator_accepts_every_state_machine(repo, find_tool):
     assert result.returncode == 0, f"asl-validator:\n{result.stdout}{result.stderr}"
     for definition in definitions:
         assert f'"{definition.relative_to(repo)}" is valid' in result.stdout
+
+
+def test_checkov_finds_nothing_that_is_not_skipped_with_a_reason(repo, raw_template, find_tool):
+    # The same checkov `make lint` runs (.venv/bin/checkov, from its own venv); --skip-download: offline.
+    result = _run([find_tool("checkov"), "-f", "template.yaml", "--framework", "cloudformation", "--compact",
+                   "--skip-download", "--output", "json"], cwd=repo)
+    assert result.returncode == 0, f"checkov findings:\n{result.stdout[-3000:]}{result.stderr[-2000:]}"
+    summary = json.loads(result.stdout)["summary"]
+    assert summary["failed"] == 0 and summary["parsing_errors"] == 0 and summary["passed"] > 0
+    skips = [(lid, skip) for lid, resource in raw_template["Resources"].items()
+             for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", [])]
+    assert len(skips) == summary["skipped"]
+    for lid, skip in skips:  # each skip says why, in a sentence
+        assert len(skip.get("comment", "")) > 40, f"{lid}: {skip['id']} is skipped without a reason"
