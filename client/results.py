@@ -6,6 +6,7 @@ import json
 import time
 from decimal import Decimal
 from typing import Any, Callable
+from urllib.parse import quote_plus
 
 from boto3.dynamodb.types import TypeDeserializer
 
@@ -30,6 +31,17 @@ def scan_results(dynamodb, table: str) -> list[dict[str, Any]]:
     items = [decode_item(raw) for page in dynamodb.get_paginator("scan").paginate(TableName=table)
              for raw in page["Items"]]
     return sorted(items, key=lambda i: (i.get("recorded_at", ""), i["key"]))
+
+
+def get_record(dynamodb, table: str, bucket: str, key: str) -> dict[str, Any] | None:
+    """The record of one upload, found under its key or, for a failure recorded before serialize decoded the
+    key, under the key as S3's event carried it (URL-encoded)."""
+    for candidate in dict.fromkeys((key, quote_plus(key, safe="/"))):
+        raw = dynamodb.get_item(TableName=table, ConsistentRead=True,
+                                Key={"bucket": {"S": bucket}, "key": {"S": candidate}}).get("Item")
+        if raw:
+            return decode_item(raw)
+    return None
 
 
 def get_results(dynamodb, table: str, bucket: str, keys: list[str]) -> list[dict[str, Any]]:

@@ -7,16 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import quote_plus
 
-from boto3.dynamodb.types import TypeDeserializer
-
+from client.results import get_record
 from client.target import Target
 
 # The photo formats serialize reads, by file name: what is picked from a folder (a file given by name is
 # sent whatever it is, and gets a record either way).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".heic", ".heif", ".avif", ".gif")
-_deserialize = TypeDeserializer().deserialize
 
 
 class SubmitError(Exception):
@@ -68,7 +65,7 @@ def submit(target: Target, files: list[tuple[Path, str]], prefix: str, timeout_s
     pending: list[Submission] = []
     for path, name in files:
         key = key_for(prefix, name)
-        earlier = _record(dynamodb, target, key)
+        earlier = get_record(dynamodb, target.table, target.bucket, key)
         submission = Submission(path, key, datetime.now(timezone.utc), (earlier or {}).get("execution_arn"))
         s3.upload_file(str(path), target.bucket, key)
         pending.append(submission)
@@ -89,17 +86,7 @@ def submit(target: Target, files: list[tuple[Path, str]], prefix: str, timeout_s
 
 def _record_since(dynamodb, target: Target, submission: Submission) -> dict[str, Any] | None:
     """The key's record once a newer execution than the one before this upload has written it."""
-    record = _record(dynamodb, target, submission.key)
+    record = get_record(dynamodb, target.table, target.bucket, submission.key)
     if record and record.get("execution_arn") != submission.previous_execution:
         return record
-    return None
-
-
-def _record(dynamodb, target: Target, key: str) -> dict[str, Any] | None:
-    # A failure before serialize decodes the key is recorded under the key as S3's event carried it.
-    for candidate in dict.fromkeys((key, quote_plus(key, safe="/"))):
-        raw = dynamodb.get_item(TableName=target.table, ConsistentRead=True,
-                                Key={"bucket": {"S": target.bucket}, "key": {"S": candidate}}).get("Item")
-        if raw:
-            return {k: _deserialize(v) for k, v in raw.items()}
     return None

@@ -17,14 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote_plus, unquote_plus
+from urllib.parse import unquote_plus
 
 import boto3
 import requests
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
-from client.target import TWIN_CREDENTIALS, TWIN_ENDPOINT_PORT, TWIN_PORT, TWIN_REGION
+from client.target import TWIN_CREDENTIALS, TWIN_PORT, TWIN_REGION
 from local.adapters import LambdaInvokeBridge, StepFunctionsTargetRelay
 from local.deploy import Deployment, deploy
 from local.lambda_runtime import LambdaRuntime
@@ -45,7 +45,7 @@ DEFAULT_ENDPOINT_NAME = "vehicle-classifier"
 @dataclass
 class TwinSettings:
     port: int = TWIN_PORT
-    endpoint_port: int = 0  # any free port; `make local` uses TWIN_ENDPOINT_PORT
+    endpoint_port: int = 0  # any free port; `make local` uses client.target.TWIN_ENDPOINT_PORT
     stack_name: str = "scones-twin"
     template: Path = ROOT / "template.yaml"
     model_dir: Path | None = None
@@ -247,18 +247,14 @@ class Twin:
                          arn.rsplit(":", 1)[-1], bucket, key, summary, took)
 
     def _failure_reason(self, bucket: str, key: str) -> str:
-        dynamodb, item = self.client("dynamodb"), {}
-        # A failure before serialize decoded the key is recorded under the key as S3 delivered it.
-        for candidate in dict.fromkeys((key, quote_plus(key, safe="/"))):
-            item = dynamodb.get_item(TableName=self.outputs["ResultsTableName"],
-                                     Key={"bucket": {"S": bucket}, "key": {"S": candidate}}).get("Item", {})
-            if item:
-                break
-        reason = item.get("reason", {}).get("S", "no record")
+        from client.results import get_record
+
+        item = get_record(self.client("dynamodb"), self.outputs["ResultsTableName"], bucket, key) or {}
+        reason = item.get("reason", "no record")
         try:
-            message = json.loads(item["error_detail"]["S"])["errorMessage"]
+            message = json.loads(item["error_detail"])["errorMessage"]
         except (KeyError, ValueError, TypeError):
-            message = item.get("error_detail", {}).get("S", "")
+            message = item.get("error_detail", "")
         return f"{reason}: {message}"[:300]
 
     # ------------------------------------------------------------------ results
