@@ -103,7 +103,7 @@ def _validation_message(exc: ValidationError) -> str:
     )
 
 
-def _from_eventbridge(event: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
+def _from_eventbridge(event: dict[str, Any]) -> tuple[dict[str, Any], str, str, str]:
     try:
         parsed = parse(event=event, model=S3EventNotificationEventBridgeModel)
     except ValidationError as exc:
@@ -115,32 +115,35 @@ def _from_eventbridge(event: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
         )
     # S3 URL-encodes object keys in its notifications, EventBridge ones included
     # ('a b+c.png' arrives as 'a+b%2Bc.png'); S3's API wants the literal key.
-    key = unquote_plus(parsed.detail.object.key)
+    delivered = parsed.detail.object.key
+    key = unquote_plus(delivered)
     state = {"s3_bucket": parsed.detail.bucket.name, "s3_key": key, "uploaded_at": event["time"]}
-    return state, parsed.detail.bucket.name, key
+    return state, parsed.detail.bucket.name, key, delivered
 
 
-def _from_state(event: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
+def _from_state(event: dict[str, Any]) -> tuple[dict[str, Any], str, str, str | None]:
     try:
         parsed = _WorkflowState.model_validate(event)
     except ValidationError as exc:
         raise InvalidEventError(f"malformed workflow state: {_validation_message(exc)}") from None
-    state, key = dict(event), parsed.s3_key
+    state, key, delivered = dict(event), parsed.s3_key, None
     # The state machine copies EventBridge's key as delivered (URL-encoded; ASL cannot decode) and says
     # so with s3_key_encoding; from here on the state carries the literal key.
     if state.pop("s3_key_encoding", None) == "url":
-        key = state["s3_key"] = unquote_plus(key)
-    return state, parsed.s3_bucket, key
+        delivered, key = key, unquote_plus(key)
+        state["s3_key"] = key
+    return state, parsed.s3_bucket, key, delivered
 
 
-def parse_event(event: Any) -> tuple[dict[str, Any], str, str]:
-    """(state to pass on, bucket, literal key) from either accepted event shape."""
+def parse_event(event: Any) -> tuple[dict[str, Any], str, str, str | None]:
+    """(state to pass on, bucket, literal key, the key as the event delivered it when it was decoded)
+    from either accepted event shape."""
     if not isinstance(event, dict):
         raise InvalidEventError(f"event must be a JSON object, got {type(event).__name__}")
     if "detail-type" in event or "detail" in event:
-        state, bucket, key = _from_eventbridge(event)
+        state, bucket, key, delivered = _from_eventbridge(event)
     elif "s3_bucket" in event or "s3_key" in event:
-        state, bucket, key = _from_state(event)
+        state, bucket, key, delivered = _from_state(event)
     else:
         raise InvalidEventError(
             "expected an EventBridge S3 'Object Created' event or {s3_bucket, s3_key}; "
@@ -148,7 +151,7 @@ def parse_event(event: Any) -> tuple[dict[str, Any], str, str]:
         )
     if len(key.encode("utf-8")) > MAX_KEY_BYTES:
         raise InvalidEventError(f"s3_key is longer than {MAX_KEY_BYTES} bytes")
-    return state, bucket, key
+    return state, bucket, key, delivered
 
 
 def read_image(bucket: str, key: str) -> bytes:
@@ -189,9 +192,18 @@ def _record_rejection(reason: str) -> None:
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     metrics.add_metric(name="ImagesReceived", unit=MetricUnit.Count, value=1)
     try:
-        state, bucket, key = parse_event(event)
+        state, bucket, key, delivered = parse_event(event)
         logger.append_keys(s3_bucket=bucket, s3_key=key)
-        data = read_image(bucket, key)
+        try:
+            data = read_image(bucket, key)
+        except ImageNotFoundError:
+            # AWS does not settle whether EventBridge's S3 events always URL-encode the key: when the decoded
+            # key is not there, the key exactly as delivered may be ('a+b.png' sent literally).
+            if delivered is None or delivered == key:
+                raise
+            data = read_image(bucket, delivered)
+            key = state["s3_key"] = delivered
+            logger.append_keys(s3_key=key)
         image = normalize(data, max_pixels=MAX_IMAGE_PIXELS, max_side=MAX_OUTPUT_SIDE, name=f"s3://{bucket}/{key}")
     except Exception as exc:
         logger.warning("image rejected", extra={"reason": type(exc).__name__, "detail": str(exc)})

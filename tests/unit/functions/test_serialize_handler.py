@@ -489,3 +489,29 @@ def test_an_animated_gif_is_read_by_its_first_frame(run):
 def test_a_damaged_heic_is_a_corrupt_image(run, serialize):
     with pytest.raises(serialize.CorruptImageError, match="HEIF"):
         run(_heic(_halves())[:200], key="photos/cut.heic")
+
+
+# ---------- keys EventBridge may deliver encoded or not ----------
+
+
+@pytest.mark.parametrize("shape", ["eventbridge", "state"])
+def test_a_key_delivered_literally_is_found_when_its_decoded_form_is_not(serialize, s3, lambda_context, shape):
+    # "a+b.png" exists; decoding the delivered key would look for "a b.png". Either way is read right.
+    key = "photos/a+b.png"
+    s3.put_object(Bucket=INTAKE_BUCKET, Key=key, Body=encode(noise((40, 30)), "PNG"))
+    event = (eventbridge_event(key) if shape == "eventbridge"
+             else {"s3_bucket": INTAKE_BUCKET, "s3_key": key, "s3_key_encoding": "url"})
+    result = serialize.lambda_handler(event, lambda_context)
+    assert result["s3_key"] == key and (result["width"], result["height"]) == (40, 30)
+
+
+def test_the_decoded_key_wins_when_it_exists(serialize, s3, lambda_context):
+    s3.put_object(Bucket=INTAKE_BUCKET, Key="photos/a b.png", Body=encode(noise((40, 30)), "PNG"))
+    s3.put_object(Bucket=INTAKE_BUCKET, Key="photos/a+b.png", Body=encode(noise((20, 10)), "PNG"))
+    result = serialize.lambda_handler(eventbridge_event("photos/a+b.png"), lambda_context)
+    assert result["s3_key"] == "photos/a b.png" and result["width"] == 40
+
+
+def test_neither_form_existing_is_not_found(serialize, s3, lambda_context):
+    with pytest.raises(serialize.ImageNotFoundError, match="NoSuchKey"):
+        serialize.lambda_handler(eventbridge_event("photos/gone+away.png"), lambda_context)
