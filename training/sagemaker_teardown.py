@@ -2,6 +2,8 @@
 
 Order matters: monitoring schedules first (their job definitions are locked while a schedule
 exists), then the scaling policy and target, then the endpoint, its config and its model(s).
+What teardown does not delete (S3 data, log groups) is listed at the end with the command that
+removes it: it stays stored, and billed, until someone does.
 """
 
 from __future__ import annotations
@@ -41,16 +43,28 @@ def _wait_until_gone(describe, poll_seconds: float, attempts: int = 60) -> None:
         time.sleep(poll_seconds)
 
 
-def delete_monitoring(sm, endpoint_name: str, poll_seconds: float, report) -> None:
+def _s3_uris(value) -> list[str]:
+    """Every s3:// URI anywhere in a describe_* answer."""
+    if isinstance(value, dict):
+        return [uri for v in value.values() for uri in _s3_uris(v)]
+    if isinstance(value, list):
+        return [uri for v in value for uri in _s3_uris(v)]
+    return [value] if isinstance(value, str) and value.startswith("s3://") else []
+
+
+def delete_monitoring(sm, endpoint_name: str, poll_seconds: float, report, kept: list[str]) -> None:
     names = []
     for page in sm.get_paginator("list_monitoring_schedules").paginate(EndpointName=endpoint_name):
         names += [s["MonitoringScheduleName"] for s in page.get("MonitoringScheduleSummaries", [])]
     for name in names:
         config = sm.describe_monitoring_schedule(MonitoringScheduleName=name)["MonitoringScheduleConfig"]
+        definition = config.get("MonitoringJobDefinitionName")
+        kind = config.get("MonitoringType", "DataQuality")
+        if definition and kind == "DataQuality":  # its baseline and reports stay in S3
+            kept += _s3_uris(sm.describe_data_quality_job_definition(JobDefinitionName=definition))
         sm.delete_monitoring_schedule(MonitoringScheduleName=name)
         report(f"monitoring schedule {name}")
-        definition = config.get("MonitoringJobDefinitionName")
-        deleter = _JOB_DEFINITION_DELETERS.get(config.get("MonitoringType", "DataQuality"))
+        deleter = _JOB_DEFINITION_DELETERS.get(kind)
         if definition and deleter:
             _wait_until_gone(lambda: sm.describe_monitoring_schedule(MonitoringScheduleName=name), poll_seconds)
             getattr(sm, deleter)(JobDefinitionName=definition)
@@ -85,7 +99,8 @@ def teardown(endpoint_name: str, boto_session, poll_seconds: float = 10.0, out=N
 
     sm = boto_session.client("sagemaker")
     aas = boto_session.client("application-autoscaling")
-    delete_monitoring(sm, endpoint_name, poll_seconds, report)
+    kept: list[str] = []  # S3 locations that outlive the endpoint
+    delete_monitoring(sm, endpoint_name, poll_seconds, report, kept)
 
     config_name, variants = endpoint_name, [VARIANT_NAME]
     try:
@@ -97,7 +112,10 @@ def teardown(endpoint_name: str, boto_session, poll_seconds: float = 10.0, out=N
         endpoint_exists = False  # a half-finished deploy: still look for its config and model
     models = []
     try:
-        production_variants = sm.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"]
+        endpoint_config = sm.describe_endpoint_config(EndpointConfigName=config_name)
+        production_variants = endpoint_config["ProductionVariants"]
+        # SageMaker writes an endpoint's capture below {destination}/{endpoint name}/: only that part is its own.
+        kept += [f"{uri.rstrip('/')}/{endpoint_name}" for uri in _s3_uris(endpoint_config.get("DataCaptureConfig", {}))]
         models = [v["ModelName"] for v in production_variants]
         variants = [v["VariantName"] for v in production_variants]
         config_exists = True
@@ -116,6 +134,7 @@ def teardown(endpoint_name: str, boto_session, poll_seconds: float = 10.0, out=N
         report(f"endpoint config {config_name}")
     for model in models:
         try:
+            kept += _s3_uris(sm.describe_model(ModelName=model).get("PrimaryContainer", {}))
             sm.delete_model(ModelName=model)
             report(f"model {model}")
         except ClientError as exc:
@@ -123,4 +142,10 @@ def teardown(endpoint_name: str, boto_session, poll_seconds: float = 10.0, out=N
                 raise
     if not deleted:
         print(f"nothing found for endpoint {endpoint_name}", file=stream)
+        return deleted
+    print("still stored, and billed until you delete it (teardown leaves data in place):", file=stream)
+    for uri in dict.fromkeys(kept):
+        print(f"  {uri}    aws s3 rm --recursive {uri}", file=stream)
+    log_group = f"/aws/sagemaker/Endpoints/{endpoint_name}"
+    print(f"  log group {log_group}    aws logs delete-log-group --log-group-name {log_group}", file=stream)
     return deleted

@@ -59,6 +59,9 @@ class Recorder:
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]
 
+    def all_calls(self, operation: str) -> list[dict]:
+        return [p for name, p in self.calls if name == operation]
+
 
 class FakeMonitoringSchedules:
     """Create/List/Describe/DeleteMonitoringSchedule, which moto lacks, kept in a dict."""
@@ -538,6 +541,15 @@ def test_teardown_deletes_everything_deploy_and_monitor_created(aws, tmp_path, c
                  "deleted endpoint config gone-ep", "deleted model gone-ep"]:
         assert line in out
     assert "deleted monitoring job definition" in out
+    # What it leaves stored (and billed) is listed, with the command that removes it.
+    kept = out.split("still stored, and billed until you delete it", 1)[1]
+    model_data = aws.rec.all_calls("CreateModel")[0]["PrimaryContainer"]["ModelDataUrl"]
+    # The capture destination may be shared: only this endpoint's part of it is listed.
+    assert f"s3://{BUCKET}/scones/datacapture " not in kept
+    for uri in (model_data, f"s3://{BUCKET}/scones/datacapture/gone-ep", f"s3://{BUCKET}/scones/monitoring/gone-ep/reports",
+                f"s3://{BUCKET}/scones/monitoring/gone-ep/baseline/statistics.json"):
+        assert f"  {uri}    aws s3 rm --recursive {uri}" in kept
+    assert "aws logs delete-log-group --log-group-name /aws/sagemaker/Endpoints/gone-ep" in kept
 
     assert main(["teardown", "--endpoint-name", "gone-ep"], boto_session=aws.session) == 0
     assert "nothing found for endpoint gone-ep" in capsys.readouterr().out
