@@ -63,7 +63,7 @@ def export_onnx(nets: list[model_def.VehicleNet], path: pathlib.Path, input_size
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(graph, (dummy,), str(path), dynamo=False, opset_version=OPSET,
                           input_names=["image"], output_names=["probabilities"],
-                          dynamic_axes={"image": {0: "batch"}, "probabilities": {0: "batch"}},
+                          dynamic_axes={"image": {0: inference.BATCH_DIM}, "probabilities": {0: inference.BATCH_DIM}},
                           do_constant_folding=True)
     proto = onnx.load(str(path))
     names = {t.name for t in proto.graph.initializer}

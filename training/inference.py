@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import threading
 
 import numpy as np
 
@@ -32,26 +33,41 @@ class ModelLoadError(RuntimeError):
 # ONNX Runtime threading for serving: one intra-op thread per session run, so concurrent requests (the
 # endpoint's workers, TorchServe's workers) share the cores instead of each spinning up a thread per core.
 SERVING_THREADS = 1
+# The name training.export gives the batch axis of the graph's input and output.
+BATCH_DIM = "batch"
 
 
 class Classifier:
     """A loaded model. Thread-safe: one instance may serve concurrent requests.
 
-    Two sessions over the same file: one with the batch dimension fixed at 1, for single images (the endpoint's
-    only request shape), where ONNX Runtime can resolve every shape and simplify the graph to a fraction of its
-    nodes; and one with a free batch dimension for batches.
+    Two sessions over the same file, each opened when first needed: one with the batch dimension fixed at 1,
+    for single images (the endpoint's only request shape), where ONNX Runtime can resolve every shape and
+    simplify the graph to a fraction of its nodes; and one with a free batch dimension, for batches.
     """
 
-    def __init__(self, session, metadata: dict, model_dir: pathlib.Path, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 single_session=None):
-        self._session = session
-        self._single_session = single_session or session
-        self._input_name = session.get_inputs()[0].name
+    def __init__(self, open_session, metadata: dict, model_dir: pathlib.Path, max_pixels: int = DEFAULT_MAX_PIXELS):
+        self._open_session = open_session  # fixed_batch_dim: str | None -> onnxruntime.InferenceSession
+        self._sessions: dict[str | None, object] = {}
+        self._sessions_lock = threading.Lock()
+        self._batch_dim = BATCH_DIM
+        single = self._session(BATCH_DIM)
+        batch_dim = single.get_inputs()[0].shape[0]
+        if isinstance(batch_dim, str):  # another exporter named the axis differently: this session is the batched one
+            self._sessions[None], self._batch_dim = self._sessions.pop(BATCH_DIM), batch_dim
+            single = self._session(batch_dim)
+        self._input_name = single.get_inputs()[0].name
         self.metadata = metadata
         self.classes: list[str] = list(metadata["classes"])
         self.input_size: int = int(metadata["input"]["size"])
         self.model_dir = model_dir
         self.max_pixels = max_pixels  # immutable after construction; onnxruntime's run() is thread-safe
+
+    def _session(self, fixed_batch_dim: str | None):
+        """The session with ``fixed_batch_dim`` set to 1 (None: the free-batch one), opened on first use."""
+        with self._sessions_lock:
+            if fixed_batch_dim not in self._sessions:
+                self._sessions[fixed_batch_dim] = self._open_session(fixed_batch_dim)
+            return self._sessions[fixed_batch_dim]
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike = DEFAULT_MODEL_DIR, *, threads: int | None = SERVING_THREADS,
@@ -78,24 +94,21 @@ class Classifier:
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
 
-        def open_session(fixed_batch: str | None):
+        def open_session(fixed_batch_dim: str | None):
             options = ort.SessionOptions()
             options.inter_op_num_threads = 1  # the graph is a chain: nothing to run in parallel between ops
             if threads is not None:
                 options.intra_op_num_threads = threads
                 # Idle threads spinning for work take cores from concurrent requests.
                 options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            if fixed_batch:
-                options.add_free_dimension_override_by_name(fixed_batch, 1)
-            return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+            if fixed_batch_dim:
+                options.add_free_dimension_override_by_name(fixed_batch_dim, 1)
+            try:
+                return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+            except Exception as exc:  # onnxruntime raises its own exception types
+                raise ModelLoadError(f"onnxruntime cannot load {model_path}: {exc}") from exc
 
-        try:
-            session = open_session(None)
-            batch_dim = session.get_inputs()[0].shape[0]
-            single = open_session(batch_dim) if isinstance(batch_dim, str) else None
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelLoadError(f"onnxruntime cannot load {model_path}: {exc}") from exc
-        return cls(session, metadata, model_dir, max_pixels, single_session=single)
+        return cls(open_session, metadata, model_dir, max_pixels)
 
     def preprocess(self, image: bytes) -> np.ndarray:
         """Image bytes -> (3, S, S) float32, exactly as in training. Raises InvalidImageError."""
@@ -131,5 +144,5 @@ class Classifier:
             raise ValueError(f"expected a batch of shape (N, {', '.join(map(str, expected))}), got {batch.shape}")
         if batch.dtype != np.float32:
             batch = batch.astype(np.float32)
-        session = self._single_session if batch.shape[0] == 1 else self._session
+        session = self._session(self._batch_dim if batch.shape[0] == 1 else None)
         return session.run(None, {self._input_name: np.ascontiguousarray(batch)})[0]

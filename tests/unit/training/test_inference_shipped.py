@@ -108,3 +108,25 @@ def test_loading_a_missing_or_broken_model_dir_fails_clearly(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"not onnx")
     with pytest.raises(ModelLoadError, match="cannot load"):
         Classifier.load(tmp_path)
+
+
+def test_a_serving_load_opens_one_session_and_a_batch_opens_the_other():
+    clf = Classifier.load(DEFAULT_MODEL_DIR)
+    assert list(clf._sessions) == ["batch"]  # the fixed batch-1 session: all the endpoint ever uses
+    x = np.random.default_rng(1).random((3, 3, 32, 32), dtype=np.float32)
+    single = np.concatenate([clf.predict_array(x[i:i + 1]) for i in range(3)])
+    assert list(clf._sessions) == ["batch"]
+    np.testing.assert_allclose(clf.predict_array(x), single, atol=1e-5)
+    assert set(clf._sessions) == {"batch", None}
+
+
+def test_a_model_whose_batch_axis_has_another_name_still_gets_a_fixed_session(monkeypatch):
+    from training import inference
+
+    monkeypatch.setattr(inference, "BATCH_DIM", "axis-name-of-another-exporter")
+    clf = Classifier.load(DEFAULT_MODEL_DIR)
+    # The first session's override named nothing, so it is the free-batch one; the fixed one uses the real name.
+    assert set(clf._sessions) == {None, "batch"}
+    x = np.random.default_rng(2).random((2, 3, 32, 32), dtype=np.float32)
+    np.testing.assert_allclose(clf.predict_array(x), np.concatenate([clf.predict_array(x[:1]), clf.predict_array(x[1:])]),
+                               atol=1e-5)
