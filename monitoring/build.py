@@ -58,10 +58,6 @@ class DriftResult:
         return self.document["verdict"]["drift_detected"]
 
     @property
-    def enough_data(self) -> bool:
-        return self.document["verdict"]["flag"] != NOT_ENOUGH_DATA
-
-    @property
     def exit_code(self) -> int:
         return self.document["verdict"]["exit_code"]
 
