@@ -51,6 +51,9 @@ def twin(port: int = TWIN_PORT) -> Target:
     target.bucket, target.table = buckets[0], tables[0]
     target.outputs = {"IntakeBucketName": target.bucket, "ResultsTableName": target.table,
                       **_twin_outputs(target.client("stepfunctions"), target.client("sqs"))}
+    ground_truth = [b["Name"] for b in target.client("s3").list_buckets()["Buckets"] if "-groundtruthbucket-" in b["Name"]]
+    if len(ground_truth) == 1:
+        target.outputs["GroundTruthBucketName"] = ground_truth[0]
     return target
 
 
@@ -62,7 +65,7 @@ def _twin_outputs(sfn, sqs) -> dict[str, str]:
     if len(machines) == 1:
         outputs["StateMachineArn"] = machines[0]
     for url in sqs.list_queues().get("QueueUrls", []):
-        for logical_id in ("ReviewQueue", "RuleDeadLetterQueue", "RecordDeadLetterQueue"):
+        for logical_id in ("ReviewQueue", "ReviewDeadLetterQueue", "RuleDeadLetterQueue", "RecordDeadLetterQueue"):
             if f"-{logical_id}-" in url.rsplit("/", 1)[-1]:
                 outputs[f"{logical_id}Url"] = url
     return outputs

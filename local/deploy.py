@@ -36,9 +36,13 @@ def deploy(stack: Stack, clients, runtime: LambdaRuntime) -> Deployment:
             deployment.skipped[lid] = resource["Type"]
     for lid in stack.of_type("AWS::S3::Bucket"):
         _bucket(clients("s3"), stack.physical_ids[lid], stack.properties(lid))
-    for lid in stack.of_type("AWS::SQS::Queue"):
+    # Dead-letter queues first: a redrive policy names its target queue, which must exist.
+    queues = sorted(stack.of_type("AWS::SQS::Queue"), key=lambda lid: "RedrivePolicy" in stack.properties(lid))
+    for lid in queues:
         props = stack.properties(lid)
         attributes = {k: str(props[k]) for k in ("MessageRetentionPeriod", "VisibilityTimeout", "DelaySeconds") if k in props}
+        if "RedrivePolicy" in props:
+            attributes["RedrivePolicy"] = json.dumps(props["RedrivePolicy"])
         clients("sqs").create_queue(QueueName=stack.physical_ids[lid], Attributes=attributes)
     for lid in stack.of_type("AWS::DynamoDB::Table"):
         props = stack.properties(lid)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,10 @@ class Stack:
         for key, value in values.items():
             check_parameter(key, declared[key], value)
         pseudo = {"AWS::Region": region, "AWS::AccountId": ACCOUNT_ID, "AWS::Partition": "aws",
-                  "AWS::StackName": name, "AWS::URLSuffix": "amazonaws.com"}
+                  "AWS::StackName": name, "AWS::URLSuffix": "amazonaws.com",
+                  # CloudFormation's stack ids end in a UUID; the twin's is derived from the name, so it is stable.
+                  "AWS::StackId": f"arn:aws:cloudformation:{region}:{ACCOUNT_ID}:stack/{name}/"
+                                  f"{uuid.uuid5(uuid.NAMESPACE_URL, name)}"}
         # The same translator `sam build` and cfn-lint use; its session only supplies the region.
         translator = Translator(None, Parser(), boto_session=boto3.session.Session(region_name=region))
         transformed = translator.translate(raw, parameter_values={**values, **pseudo},

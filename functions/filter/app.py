@@ -1,12 +1,15 @@
 """filter: let confident classifications through; fail the rest with LowConfidenceError.
 
 Input: the classify output (inferences, and label / endpoint_name when present).
-Output: the input plus "threshold". The state machine catches LowConfidenceError by name
-and sends the image to the human review queue.
+Output: the input plus "threshold" and "audit". The state machine catches LowConfidenceError by
+name and sends the image to the human review queue; a confident image with "audit": true is
+dispatched as usual and also sent to review, so reviewers' decisions on an unbiased sample
+measure the model's live accuracy.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from typing import Any
@@ -19,8 +22,11 @@ DEFAULT_NAMESPACE = "SconesUnlimited"
 DEFAULT_THRESHOLD = 0.93
 
 
+DEFAULT_AUDIT_RATE = 0.0
+
+
 class ConfigurationError(Exception):
-    """THRESHOLD is not a number in [0, 1]."""
+    """THRESHOLD or AUDIT_RATE is not a number in [0, 1]."""
 
 
 class InvalidEventError(Exception):
@@ -31,21 +37,29 @@ class LowConfidenceError(Exception):
     """The best class probability is below THRESHOLD: a human should look at the image."""
 
 
-def _load_threshold() -> float:
-    raw = os.environ.get("THRESHOLD")
+def _load_share(variable: str, default: float) -> float:
+    raw = os.environ.get(variable)
     if raw is None or raw.strip() == "":
-        return DEFAULT_THRESHOLD
+        return default
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigurationError(f"THRESHOLD={raw!r} is not a number") from None
+        raise ConfigurationError(f"{variable}={raw!r} is not a number") from None
     if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-        raise ConfigurationError(f"THRESHOLD={raw!r} is outside [0, 1]")
+        raise ConfigurationError(f"{variable}={raw!r} is outside [0, 1]")
     return value
 
 
 # Configuration is checked at cold start: a bad value fails every invocation loudly.
-THRESHOLD = _load_threshold()
+THRESHOLD = _load_share("THRESHOLD", DEFAULT_THRESHOLD)
+AUDIT_RATE = _load_share("AUDIT_RATE", DEFAULT_AUDIT_RATE)
+
+
+def is_audited(bucket: str, key: str, rate: float) -> bool:
+    """Whether a confident image joins the audit sample: a fixed function of bucket and key, so the
+    sample is reproducible, and independent of the image and the model, so it is unbiased."""
+    digest = hashlib.sha256(f"{bucket}/{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") < rate * 2**64
 
 logger = Logger()
 # A provider of our own (not the shared Metrics class state), so handlers loaded side
@@ -79,9 +93,13 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         metrics.add_dimension(name="EndpointName", value=str(endpoint_name))
 
     if confidence >= THRESHOLD:
+        audit = is_audited(str(event.get("s3_bucket", "")), str(event.get("s3_key", "")), AUDIT_RATE)
         metrics.add_metric(name="Classified", unit=MetricUnit.Count, value=1)
-        logger.info("confident", extra={"label": label, "confidence": confidence, "threshold": THRESHOLD})
-        return {**event, "threshold": THRESHOLD}
+        if audit:
+            metrics.add_metric(name="Audited", unit=MetricUnit.Count, value=1)
+        logger.info("confident", extra={"label": label, "confidence": confidence, "threshold": THRESHOLD,
+                                        "audit": audit})
+        return {**event, "threshold": THRESHOLD, "audit": audit}
 
     metrics.add_metric(name="LowConfidence", unit=MetricUnit.Count, value=1)
     logger.info("low confidence", extra={"label": label, "confidence": confidence, "threshold": THRESHOLD})

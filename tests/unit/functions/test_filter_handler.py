@@ -25,7 +25,7 @@ def filter_fn(load_function):
 def test_confident_result_passes_through_with_the_threshold(filter_fn, lambda_context):
     event = classified([0.97, 0.03], trace_id="t-9")
     result = filter_fn.lambda_handler(event, lambda_context)
-    assert result == {**event, "threshold": 0.93}
+    assert result == {**event, "threshold": 0.93, "audit": False}
 
 
 def test_exactly_at_threshold_passes(filter_fn, lambda_context):
@@ -120,3 +120,26 @@ def test_endpoint_dimension_falls_back_to_the_environment(load_function, lambda_
     filter_fn.lambda_handler(event, lambda_context)
     filter_fn.lambda_handler(classified([0.99, 0.01]), lambda_context)
     assert [m["dimensions"]["EndpointName"] for m in emitted_metrics()] == ["from-env", "scones-vehicle-classifier"]
+
+
+def test_audit_sample_is_a_reproducible_share_of_keys(load_function, lambda_context):
+    filter_fn = load_function("filter", THRESHOLD="0.5", AUDIT_RATE="0.1")
+    keys = [f"drivers/{n}.jpg" for n in range(4000)]
+    audited = [k for k in keys if filter_fn.lambda_handler(classified([0.9, 0.1], s3_key=k), lambda_context)["audit"]]
+    assert 0.08 < len(audited) / len(keys) < 0.12
+    # The same key is always in (or out of) the sample, whatever the image and confidence.
+    again = [k for k in keys if filter_fn.lambda_handler(classified([0.2, 0.8], s3_key=k), lambda_context)["audit"]]
+    assert again == audited
+
+
+def test_audit_rate_bounds(load_function, lambda_context):
+    assert load_function("filter", AUDIT_RATE="1").lambda_handler(classified([0.99, 0.01]), lambda_context)["audit"]
+    assert not load_function("filter", AUDIT_RATE="0").lambda_handler(classified([0.99, 0.01]), lambda_context)["audit"]
+    with pytest.raises(Exception, match="AUDIT_RATE='2' is outside"):
+        load_function("filter", AUDIT_RATE="2")
+
+
+def test_low_confidence_images_are_never_counted_as_audit(load_function, lambda_context):
+    filter_fn = load_function("filter", AUDIT_RATE="1")
+    with pytest.raises(filter_fn.LowConfidenceError):
+        filter_fn.lambda_handler(classified([0.6, 0.4]), lambda_context)

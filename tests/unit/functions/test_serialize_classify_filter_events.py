@@ -113,7 +113,7 @@ def test_classify_sample_gives_the_filter_sample(load_function, load_event, lamb
 def test_filter_sample_is_confident(load_function, load_event, lambda_context):
     event = load_event("filter.json")
     filter_fn = load_function("filter")
-    assert filter_fn.lambda_handler(event, lambda_context) == {**event, "threshold": filter_fn.THRESHOLD}
+    assert filter_fn.lambda_handler(event, lambda_context) == {**event, "threshold": filter_fn.THRESHOLD, "audit": False}
 
 
 def test_filter_low_confidence_sample_goes_to_review(load_function, load_event, lambda_context):

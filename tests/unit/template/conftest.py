@@ -93,11 +93,14 @@ def classes_defined() -> Callable[[str], set[str]]:
 
 
 @pytest.fixture(scope="session")
-def emitted_metrics(function_sources) -> set[str]:
-    """Metric names the functions publish with Powertools (add_metric / single_metric)."""
+def emitted_metrics(function_sources, repo) -> set[str]:
+    """Metric names the functions publish with Powertools (add_metric / single_metric), and the review
+    page with PutMetricData."""
     names = set(re.findall(r"(?:add_metric|single_metric)\(\s*name=\"(\w+)\"", "\n".join(function_sources.values())))
     assert names, "no Powertools metrics found in the functions' code"
-    return names
+    review = set(re.findall(r'"MetricName": "(\w+)"', (repo / "review" / "decisions.py").read_text()))
+    assert review, "no metrics found in the review page's code"
+    return names | review
 
 
 @pytest.fixture(scope="session")

@@ -18,13 +18,18 @@ THRESHOLDS = {
     "LowConfidenceRateAlarm": "LowConfidenceRateThreshold",
     "ClassMixShiftAlarm": "ClassMixTolerance",
     "EndpointErrorsAlarm": "EndpointErrorsThreshold",
+    "AuditAccuracyAlarm": "AuditAccuracyThreshold",
+    "ReviewBacklogAlarm": "ReviewMaxWaitSeconds",
 }
+# Judged over a day: reviewers decide a few audit images an hour, too few for any shorter window.
+DAILY_ALARMS = ("AuditAccuracyAlarm",)
 RATE_ALARMS = ("LowConfidenceRateAlarm", "ClassMixShiftAlarm")
 OVERRIDES = {
     "AlarmPeriodSeconds": "60", "AlarmEvaluationPeriods": "5", "FailedExecutionsThreshold": "3",
     "LowConfidenceRateThreshold": "0.35", "ExpectedFirstClassShare": "0.7", "ClassMixTolerance": "0.1",
     "MinimumPredictionsForRates": "50", "EndpointErrorsThreshold": "9", "ClassNames": "scooter,bus",
-    "ConfidenceThreshold": "0.8",
+    "ConfidenceThreshold": "0.8", "AuditAccuracyThreshold": "0.8", "ReviewMaxWaitSeconds": "3600",
+    "MinimumAuditDecisions": "40",
 }
 
 
@@ -94,7 +99,8 @@ def test_alarm_thresholds_and_windows_follow_the_parameters(deployed):
         assert float(alarms[lid]["Threshold"]) == float(params[parameter]), lid
     for lid, alarm in alarms.items():
         for namespace, name, _, period, _ in _metrics(alarm):
-            assert int(period) == int(params["AlarmPeriodSeconds"]), f"{lid}: {namespace} {name}"
+            expected = 86400 if lid in DAILY_ALARMS else int(params["AlarmPeriodSeconds"])
+            assert int(period) == expected, f"{lid}: {namespace} {name}"
     for lid in RATE_ALARMS:
         alarm = alarms[lid]
         assert int(alarm["EvaluationPeriods"]) == int(params["AlarmEvaluationPeriods"]), lid
@@ -102,6 +108,9 @@ def test_alarm_thresholds_and_windows_follow_the_parameters(deployed):
         # Rates over a handful of images are noise: the expression only judges busy periods.
         minimum = re.search(r">=\s*([0-9.]+)", expression)
         assert minimum and float(minimum.group(1)) == float(params["MinimumPredictionsForRates"]), expression
+    (accuracy,) = [q["Expression"] for q in alarms["AuditAccuracyAlarm"]["Metrics"] if q.get("ReturnData")]
+    minimum = re.search(r">=\s*([0-9.]+)", accuracy)
+    assert minimum and float(minimum.group(1)) == float(params["MinimumAuditDecisions"]), accuracy
     (shift,) = [q["Expression"] for q in alarms["ClassMixShiftAlarm"]["Metrics"] if q.get("ReturnData")]
     expected_share = re.search(r"-\s*([0-9.]+)\)\s*,", shift)
     assert expected_share and float(expected_share.group(1)) == float(params["ExpectedFirstClassShare"]), shift
@@ -130,7 +139,17 @@ def test_alarm_metrics_are_the_ones_the_functions_emit(deployed, function_source
                 emitter = [src for src in function_sources.values() if f'name="{name}"' in src]
                 assert len(emitter) == 1, name
                 assert dimensions["Reason"] in classes_defined(emitter[0]), f"{lid}: no exception {dimensions['Reason']}"
-    assert {"LowConfidence", "Classified", "Predictions", "EndpointErrors"} <= checked
+    assert {"LowConfidence", "Classified", "Predictions", "EndpointErrors", "AuditDecisions", "AuditAgreements"} <= checked
+
+
+def test_the_review_page_publishes_under_the_alarms_namespace_and_dimensions(stack, repo):
+    from review import decisions
+
+    (function,) = [stack.properties(lid) for lid in stack.of_type("AWS::Lambda::Function")][:1]
+    variables = function["Environment"]["Variables"]
+    assert decisions.METRICS_NAMESPACE == variables["POWERTOOLS_METRICS_NAMESPACE"] == APP_NAMESPACE
+    assert decisions.SERVICE == variables["POWERTOOLS_SERVICE_NAME"]
+    assert decisions.EVENT_SOURCE == stack.outputs["ClassifiedEventSource"]["Value"]
 
 
 def test_aws_metric_alarms_watch_this_stacks_resources(stack, repo):
@@ -146,7 +165,9 @@ def test_aws_metric_alarms_watch_this_stacks_resources(stack, repo):
             elif namespace == "AWS/SQS":
                 # Each dead-letter queue's alarm watches that queue.
                 queue = {"DeadLetterQueueAlarm": "RuleDeadLetterQueue",
-                         "RecordDeadLetterQueueAlarm": "RecordDeadLetterQueue"}[lid]
+                         "RecordDeadLetterQueueAlarm": "RecordDeadLetterQueue",
+                         "ReviewBacklogAlarm": "ReviewQueue",
+                         "ReviewDeadLetterQueueAlarm": "ReviewDeadLetterQueue"}[lid]
                 assert dimensions == {"QueueName": stack.get_att(queue, "QueueName")}, lid
             elif namespace == "AWS/SageMaker":
                 # The variant the deploy script creates; another name would never have data.

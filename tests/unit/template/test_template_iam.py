@@ -162,3 +162,53 @@ def test_rule_role_may_only_start_this_state_machine(stack, logical_id_of):
     assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": ["events.amazonaws.com"]}
     assert not role.get("ManagedPolicyArns")
     assert _statements(role) == [("Allow", ["states:StartExecution"], [stack.ref("ClassifierStateMachine")])]
+
+
+# The AWS API calls the review page makes (client method -> IAM action), read from its code below.
+REVIEW_ACTIONS = {
+    "receive_message": "sqs:ReceiveMessage", "change_message_visibility_batch": "sqs:ChangeMessageVisibility",
+    "delete_message": "sqs:DeleteMessage", "get_queue_attributes": "sqs:GetQueueAttributes",
+    "get_item": "dynamodb:GetItem", "update_item": "dynamodb:UpdateItem", "get_object": "s3:GetObject",
+    "put_object": "s3:PutObject", "put_events": "events:PutEvents", "put_metric_data": "cloudwatch:PutMetricData",
+    "describe_stacks": "cloudformation:DescribeStacks",
+}
+CLIENT_NAMES = {"_sqs", "_dynamodb", "_s3", "_events", "_cloudwatch", "s3", "sqs"}
+
+
+def _review_page_calls(repo) -> set[str]:
+    """Client methods called by the page's modules (not requeue's or read_manifest's: operator and training
+    tools, run with the operator's own permissions)."""
+    import ast
+
+    calls = set()
+    for name in ("waiting.py", "decisions.py", "ground_truth.py", "page.py"):
+        tree = ast.parse((repo / "review" / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef) and node.name == "read_manifest":
+                node.body = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                owner = node.func.value
+                owner_name = owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", "")
+                if owner_name in CLIENT_NAMES:
+                    calls.add(node.func.attr)
+    return calls | {"describe_stacks"}  # client.target.stack finds the stack's outputs
+
+
+def test_reviewer_policy_grants_exactly_what_the_review_page_calls(stack, repo):
+    calls = _review_page_calls(repo)
+    assert calls <= set(REVIEW_ACTIONS), f"review page calls unmapped APIs: {calls - set(REVIEW_ACTIONS)}"
+    policy = stack.properties("ReviewerPolicy")["PolicyDocument"]["Statement"]
+    granted = {action for statement in policy for action in _as_list(statement["Action"])}
+    assert all(statement["Effect"] == "Allow" for statement in policy)
+    # ListBucket: a deleted image answers 404, not 403.
+    assert granted == {REVIEW_ACTIONS[c] for c in calls} | {"s3:ListBucket"}
+    by_action = {action: statement for statement in policy for action in _as_list(statement["Action"])}
+    assert by_action["sqs:DeleteMessage"]["Resource"] == stack.get_att("ReviewQueue", "Arn")
+    assert by_action["dynamodb:UpdateItem"]["Resource"] == stack.get_att("ResultsTable", "Arn")
+    assert by_action["s3:GetObject"]["Resource"] == f"{stack.get_att('IntakeBucket', 'Arn')}/*"
+    assert by_action["s3:PutObject"]["Resource"] == f"{stack.get_att('GroundTruthBucket', 'Arn')}/*"
+    assert by_action["cloudformation:DescribeStacks"]["Resource"] == stack.resolve({"Ref": "AWS::StackId"})
+    assert by_action["cloudwatch:PutMetricData"]["Condition"] == {
+        "StringEquals": {"cloudwatch:namespace": "SconesUnlimited/VehicleClassifier"}}
+    assert "ReviewerPolicyArn" in stack.outputs

@@ -83,6 +83,10 @@ def test_every_failing_task_ends_in_a_failed_record(machine):
             continue
         catch_all = [c for c in state.get("Catch", []) if "States.ALL" in c["ErrorEquals"]]
         assert catch_all, f"{name} has no States.ALL catch"
+        if name == "SendToAudit":
+            # The image is dispatched and recorded before it is sampled: a failure costs one audit sample.
+            assert catch_all[0]["Next"] == "Classified" and "RecordClassified" in _predecessors(states, name)
+            continue
         target = states[catch_all[0]["Next"]]
         assert target.get("Resource") == record, f"{name}: errors go to {catch_all[0]['Next']}, not a record"
         assert target["Parameters"]["Item"]["outcome"] == {"S": "failed"}, name
@@ -117,3 +121,27 @@ def test_an_outcome_that_cannot_be_written_goes_to_the_record_dead_letter_queue(
     assert props["DefinitionSubstitutions"]["RecordDeadLetterQueueUrl"] == {"Ref": "RecordDeadLetterQueue"}
     assert send["Parameters"]["MessageBody"]["execution_input.$"] == "$$.Execution.Input"
     assert states[send["Next"]]["Type"] == "Fail"  # counted by the failed-executions alarm as well
+
+
+def _predecessors(states: dict, name: str) -> set[str]:
+    """Every state from which ``name`` can be reached."""
+    found, frontier = set(), {name}
+    while frontier:
+        step = {n for n, s in states.items() if n not in found and frontier & (
+            {s.get("Next"), s.get("Default")} | {c.get("Next") for c in s.get("Choices", [])})}
+        found |= step
+        frontier = step
+    return found
+
+
+def test_audit_sample_is_sent_to_review_after_its_dispatch_and_record(machine):
+    _, _, definition = machine
+    states = definition["States"]
+    choice = states["IsAudited"]
+    assert states["RecordClassified"]["Next"] == "IsAudited" and choice["Default"] == "Classified"
+    assert {"PublishClassified", "RecordClassified"} <= _predecessors(states, "SendToAudit")
+    body = states["SendToAudit"]["Parameters"]["MessageBody"]
+    assert body["reason"] == "audit" and states["SendToReview"]["Parameters"]["MessageBody"]["reason"] == "below_threshold"
+    # The page reads the same fields from both kinds of message.
+    assert set(body) == set(states["SendToReview"]["Parameters"]["MessageBody"])
+    assert states["RecordClassified"]["Parameters"]["Item"]["audit"] == {"BOOL.$": "$.audit"}

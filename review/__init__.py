@@ -1,0 +1,1 @@
+"""The review page: people decide the photos the model is unsure of, and their decisions become ground truth."""
