@@ -16,12 +16,13 @@ SAM := PATH="$(SAM_PATH)" sam
 
 PORT ?= 4590
 ENDPOINT_PORT ?= 4591
+REVIEW_PORT ?= 4592
 STACK ?= scones-vehicle-classifier
 DATA_DIR ?= data/staged
 TRAIN_DATA ?= $(DATA_DIR)/train
 EVAL_DATA ?= $(DATA_DIR)/test
 
-.PHONY: help venv venv-dev test lint build demo demo-drift local submit results data train evaluate serve \
+.PHONY: help venv venv-dev browser test lint build demo demo-drift local review requeue submit results data train evaluate serve \
         benchmark benchmark-twin benchmark-cold-start deploy delete logs traces clean
 
 help:
@@ -31,6 +32,8 @@ help:
 	@echo "  make local       run the twin (PORT=$(PORT), ENDPOINT_PORT=$(ENDPOINT_PORT)); Ctrl-C stops"
 	@echo "  make submit PHOTO=file-or-folder   upload to the twin (or STACK=name), wait"
 	@echo "  make results     every recorded outcome (of the twin, or STACK=name)"
+	@echo "  make review      the review page for uncertain photos (twin, or STACK=name)"
+	@echo "  make requeue     send every undecided record's review message again"
 	@echo "  make test        the test suite (offline)"
 	@echo "  make lint        cfn-lint, checkov, sam validate --lint, asl-validator"
 	@echo "Model:"
@@ -44,7 +47,7 @@ help:
 	@echo "AWS (credentials, and AWS_DEFAULT_REGION or a profile):"
 	@echo "  make build       sam build (needs python3.13 on PATH)"
 	@echo "  make deploy ENDPOINT_NAME=...   sam build + deploy (guided the first time)"
-	@echo "  make delete      empty the intake bucket (all versions), then sam delete"
+	@echo "  make delete      empty the intake bucket, then sam delete (labels are kept)"
 	@echo "  make logs | make traces   sam logs / sam traces (STACK=name)"
 	@echo "  make clean       remove build outputs (.aws-sam, build)"
 
@@ -75,7 +78,14 @@ $(DEV_STAMP): $(TWIN_STAMP) requirements-dev.txt requirements-sam.txt requiremen
 	npm ci --no-audit --no-fund
 	touch $@
 
-test: $(DEV_STAMP)
+# The browser test drives Debian's chromium (Playwright's own browser download is not reachable here).
+browser:
+	@command -v chromium >/dev/null || { \
+		echo "==> installing chromium (apt-get) for the review page's browser test"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+
+test: $(DEV_STAMP) browser
 	PATH="$(SAM_PATH)" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)
@@ -105,6 +115,12 @@ submit: $(TWIN_STAMP)
 
 results: $(TWIN_STAMP)
 	$(BIN)/python -m client results $(WHERE)
+
+review: $(TWIN_STAMP)
+	$(BIN)/python -m review $(WHERE) --page-port $(REVIEW_PORT)
+
+requeue: $(TWIN_STAMP)
+	$(BIN)/python -m review requeue $(WHERE)
 
 data: $(DEV_STAMP)
 	$(BIN)/python -m training.stage_data --out $(DATA_DIR) $(if $(ARCHIVE),--archive "$(ARCHIVE)")

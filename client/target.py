@@ -11,6 +11,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 # The twin's defaults: `make local` listens here (PORT / ENDPOINT_PORT move it).
 TWIN_PORT = 4590
 TWIN_ENDPOINT_PORT = 4591
+REVIEW_PAGE_PORT = 4592  # `make review`: the review page, for the twin or a stack
 TWIN_REGION = "us-east-1"
 TWIN_CREDENTIALS = {"aws_access_key_id": "local-twin", "aws_secret_access_key": "local-twin"}
 REGION_HINT = "export AWS_DEFAULT_REGION=<region> (boto3 reads AWS_DEFAULT_REGION, not AWS_REGION) or run `aws configure`"

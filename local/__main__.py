@@ -14,7 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
-from client.target import TWIN_ENDPOINT_PORT, TWIN_PORT
+from client.target import REVIEW_PAGE_PORT, TWIN_ENDPOINT_PORT, TWIN_PORT
 from local.template import TemplateError
 from local.twin import CREDENTIALS, REGION, ROOT, PortInUseError, Twin, TwinSettings
 
@@ -43,6 +43,10 @@ Local twin of stack {twin.deployment.stack.name} is running (state is in memory:
   intake bucket:   {out['IntakeBucketName']}
   results table:   {out['ResultsTableName']}
   review queue:    {out['ReviewQueueUrl']}
+  ground truth:    {out['GroundTruthBucketName']}
+
+Resolve the photos the model is unsure of (and the audit sample) on the review page:
+  make review{make_port}    # then open http://127.0.0.1:{REVIEW_PAGE_PORT}/  (REVIEW_PORT moves it)
 
 Try it from another terminal:
   make submit{make_port} PHOTO=local/sample_images/bicycle   # upload, wait, print outcomes
@@ -51,7 +55,7 @@ or with the stock AWS CLI:
   export {env} AWS_DEFAULT_REGION={REGION}
   aws --endpoint-url {url} s3 cp photo.png s3://{out['IntakeBucketName']}/photos/photo.png
   aws --endpoint-url {url} dynamodb scan --table-name {out['ResultsTableName']}
-  aws --endpoint-url {url} sqs receive-message --queue-url {out['ReviewQueueUrl']}
+  aws --endpoint-url {url} sqs get-queue-attributes --attribute-names All --queue-url {out['ReviewQueueUrl']}
 Ctrl-C stops everything.
 """
 

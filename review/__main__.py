@@ -16,14 +16,13 @@ import threading
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from client.target import TWIN_PORT, Target, TargetError, stack, twin
+from client.target import REVIEW_PAGE_PORT, TWIN_PORT, Target, TargetError, stack, twin
 from review.decisions import Reviewer
 from review.ground_truth import GroundTruth
 from review.page import ReviewService, create_app
 from review.requeue import requeue
 from review.waiting import WaitingImages
 
-PAGE_PORT = 4592
 NEEDED_OUTPUTS = ("ReviewQueueUrl", "GroundTruthBucketName")
 
 
@@ -46,7 +45,8 @@ def parser() -> argparse.ArgumentParser:
     _where(top, defaults=True)
     top.add_argument("--host", default="127.0.0.1",
                      help="address the page listens on (default 127.0.0.1: this machine only)")
-    top.add_argument("--page-port", type=int, default=PAGE_PORT, help=f"the page's port (default {PAGE_PORT})")
+    top.add_argument("--page-port", type=int, default=REVIEW_PAGE_PORT,
+                     help=f"the page's port (default {REVIEW_PAGE_PORT})")
     top.add_argument("--reviewer", default=getpass.getuser(),
                      help="the name decisions are recorded under, until changed on the page (default: your login)")
     commands = top.add_subparsers(dest="command")

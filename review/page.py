@@ -48,6 +48,11 @@ class ReviewService:
     description: str
     _last_refresh: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # What became of images decided on this page, by id: a second reviewer on the page is told who won.
+    _decided: dict[str, str] = field(default_factory=dict)
+
+    def decided_elsewhere(self, image_id: str) -> str:
+        return self._decided.get(image_id, "this image is no longer waiting here (decided, or taken by another page)")
 
     def refresh(self, force: bool = False) -> None:
         with self._lock:
@@ -88,6 +93,7 @@ class ReviewService:
                     self._check(image)
             raise
         self.waiting.settle(image)
+        self._decided[image.id] = (f"already decided by {reviewer} at {decision.decided_at}: {label}")
         self.reviewer.count_backlog(image.endpoint_name, len(self.waiting.images()) + self.waiting.elsewhere())
         return decision
 
@@ -182,7 +188,7 @@ def create_app(service: ReviewService, default_reviewer: str, trusted_hosts: lis
             return jsonify(error=f"reviewer: a name of 1 to {MAX_REVIEWER_LENGTH} characters"), 400
         held = service.waiting.find(image_id)
         if held is None:
-            return jsonify(error="this image is no longer waiting here (decided, or taken by another page)"), 409
+            return jsonify(error=service.decided_elsewhere(image_id)), 409
         try:
             decision = service.decide(held, label, reviewer)
         except DecisionError as exc:

@@ -139,6 +139,10 @@ document.addEventListener("keydown", (event) => {
 document.addEventListener("DOMContentLoaded", () => {
   const saved = localStorage.getItem("reviewer");
   if (saved) $("reviewer").value = saved;
+  // Enter in the name field hands the keyboard back to deciding.
+  $("reviewer").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === "Escape") { localStorage.setItem("reviewer", $("reviewer").value.trim()); $("reviewer").blur(); }
+  });
   $("photo").addEventListener("error", () => {
     $("photo-note").textContent = "The image cannot be shown (deleted from the bucket, or not an image); you can still decide, e.g. unusable.";
   });
