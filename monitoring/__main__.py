@@ -21,6 +21,7 @@ from monitoring.build import (
 from monitoring.drift import PSI_SIGNIFICANT
 from monitoring.errors import MonitoringInputError
 from monitoring.report import headline
+from monitoring.reviews import accuracy_line
 
 EXIT_USAGE = 2
 
@@ -72,6 +73,8 @@ def summary(result: DriftResult) -> str:
     if results:
         outcomes = ", ".join(f"{n} {o}" for o, n in results["outcomes"].items())
         lines.append(f"results: {outcomes}")
+    if doc.get("reviews"):
+        lines.append(accuracy_line(doc["reviews"]))
     lines += [f"warning: {w}" for w in doc["warnings"]]
     lines.append(headline(doc))
     lines.append(f"report: {result.report_path}")

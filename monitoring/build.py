@@ -20,6 +20,7 @@ from monitoring.drift import (
 from monitoring.errors import MonitoringInputError
 from monitoring.report import write_html, write_json
 from monitoring.results import read_results, summarise_results
+from monitoring.reviews import summarise_reviews
 from monitoring.times import as_utc, format_time, parse_time
 from monitoring.timeseries import capture_series, choose_bucket_seconds, results_series
 
@@ -140,6 +141,7 @@ def build_report(
         chart_files["latency_over_time"] = charts.latency_over_time(out, outcome_series, width)
 
     results_summary = summarise_results(results) if results else None
+    reviews_summary = summarise_reviews(results.items) if results else None
     document = {
         "generated_at": format_time(datetime.now(timezone.utc)),
         "since": format_time(since) if since else None,
@@ -165,6 +167,7 @@ def build_report(
             "classes": list(baseline.classes),
         },
         "results": results_summary,
+        "reviews": reviews_summary,
         "bucket_seconds": width,
         "series": {"capture": live_series, "results": outcome_series},
         "charts": chart_files,

@@ -20,7 +20,8 @@ from monitoring.times import parse_time
 from monitoring.timeseries import describe_width
 
 # Colours per outcome match their meaning: good, needs a human, broken.
-OUTCOME_COLOURS = {"classified": "#2e7d32", "needs_review": "#f9a825", "failed": "#c62828"}
+OUTCOME_COLOURS = {"classified": "#2e7d32", "needs_review": "#f9a825", "reviewed": "#1565c0", "rejected": "#6d4c41",
+                   "failed": "#c62828"}
 BASELINE_COLOUR = "#607d8b"
 LIVE_COLOUR = "#1565c0"
 

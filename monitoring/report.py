@@ -11,6 +11,8 @@ import json
 from html import escape
 from pathlib import Path
 
+from monitoring.reviews import accuracy_line
+
 FLAG_TEXT = {"none": "No drift", "moderate": "Moderate drift", "significant": "Significant drift",
              "not_enough_data": "Not enough data for a drift verdict"}
 FLAG_COLOUR = {"none": "#2e7d32", "moderate": "#f9a825", "significant": "#c62828", "not_enough_data": "#607d8b"}
@@ -106,6 +108,10 @@ def render_html(doc: dict) -> str:
             parts.append("<h3>Failure reasons</h3>")
             parts.append(_table(["Reason", "Count"], [(r, str(n)) for r, n in results["failure_reasons"].items()]))
 
+    reviews = doc.get("reviews")
+    if reviews:
+        parts += _reviews_section(reviews)
+
     parts.append("<h2>Charts</h2>")
     for name, file in doc["charts"].items():
         parts.append(f"<h3>{_e(CHART_TITLES.get(name, name))}</h3>")
@@ -150,6 +156,30 @@ def render_html(doc: dict) -> str:
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+def _reviews_section(reviews: dict) -> list[str]:
+    """Accuracy against reviewers: the audit estimate, the confusion matrix, review latency."""
+    parts = ["<h2>Accuracy against reviewers</h2>", f"<p>{_e(accuracy_line(reviews))}.</p>"]
+    audit, latency = reviews["audit"], reviews["latency_seconds"] or {}
+    rows = [("Audit decisions (confident images sampled by key)", str(audit["n"])),
+            ("Audit accuracy (reviewer chose the model's label)", _pct(audit["accuracy"])),
+            ("95% interval (Wilson)", " to ".join(_pct(v) for v in audit["interval_95"]) if audit["interval_95"] else "n/a"),
+            ("Decisions, all reasons", str(reviews["decided"])),
+            ("Waiting for a decision", str(reviews["waiting"]))]
+    if reviews["oldest_waiting_seconds"] is not None:
+        rows.append(("Oldest waiting", f"{reviews['oldest_waiting_seconds'] / 60:.1f} min"))
+    for name in ("p50", "p95", "max"):
+        rows.append((f"Time to decision {name}", f"{latency[name]:.1f} s" if name in latency else "n/a"))
+    parts.append(_table(["Figure", "Value"], rows))
+    if reviews["confusion"]:
+        models = sorted({c["model"] for c in reviews["confusion"]})
+        people = sorted({c["person"] for c in reviews["confusion"]})
+        counts = {(c["model"], c["person"]): c["n"] for c in reviews["confusion"]}
+        parts.append("<h3>Decided images: model's label (rows) against the reviewer's (columns)</h3>")
+        parts.append(_table(["Model \\ reviewer"] + [_e(p) for p in people],
+                            [[m] + [str(counts.get((m, p), 0)) for p in people] for m in models]))
+    return parts
 
 
 def _e(value) -> str:

@@ -1,9 +1,12 @@
 """Read the pipeline's results table (DynamoDB) and summarise the outcomes.
 
 One item per uploaded image, keyed by ``bucket`` (HASH) and ``key`` (RANGE), written by
-the filter step of the state machine: ``outcome`` ("classified" | "needs_review" |
-"failed"), ``label``, ``confidence`` (N), ``probabilities`` (S, JSON), ``reason`` (failed /
-needs_review), ``endpoint_name``, ``uploaded_at`` and ``recorded_at`` (ISO-8601).
+the state machine: ``outcome`` ("classified" | "needs_review" | "failed"), ``label`` (the
+model's), ``confidence`` (N), ``probabilities`` (S, JSON), ``reason`` (failed / needs_review),
+``endpoint_name``, ``uploaded_at`` and ``recorded_at`` (ISO-8601), ``audit`` (a confident image
+sampled for review). A reviewer's decision (python -m review) turns needs_review into "reviewed"
+or "rejected" (an audited image stays "classified") and adds ``human_label``, ``review_reason``,
+``decided_at`` and ``waited_seconds``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import numpy as np
 from monitoring.errors import MonitoringInputError
 from monitoring.times import parse_time
 
-OUTCOMES = ("classified", "needs_review", "failed")
+OUTCOMES = ("classified", "needs_review", "reviewed", "rejected", "failed")
+SENT_TO_REVIEW = ("needs_review", "reviewed", "rejected")  # below the threshold, decided or not
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,11 @@ class ResultItem:
     endpoint_name: str | None = None
     uploaded_at: datetime | None = None
     recorded_at: datetime | None = None
+    audit: bool = False
+    human_label: str | None = None  # a reviewer's decision
+    review_reason: str | None = None  # below_threshold | audit
+    decided_at: datetime | None = None
+    waited_seconds: float | None = None
 
     @property
     def latency_seconds(self) -> float | None:
@@ -104,6 +113,11 @@ def parse_item(item: dict) -> ResultItem:
         endpoint_name=item.get("endpoint_name"),
         uploaded_at=uploaded_at,
         recorded_at=recorded_at,
+        audit=bool(item.get("audit")),
+        human_label=item.get("human_label"),
+        review_reason=item.get("review_reason"),
+        decided_at=_optional_time(item, "decided_at"),
+        waited_seconds=float(item["waited_seconds"]) if item.get("waited_seconds") is not None else None,
     )
 
 
@@ -118,11 +132,11 @@ def _optional_time(item: dict, name: str) -> datetime | None:
 
 
 def needs_review_rate(items: list[ResultItem]) -> float | None:
-    """needs_review / (classified + needs_review): failed items never got a confidence."""
+    """Sent to review (decided since or not) / scored images: failed items never got a confidence."""
     scored = [r for r in items if r.outcome != "failed"]
     if not scored:
         return None
-    return sum(r.outcome == "needs_review" for r in scored) / len(scored)
+    return sum(r.outcome in SENT_TO_REVIEW for r in scored) / len(scored)
 
 
 def summarise_results(data: ResultsData) -> dict:

@@ -83,7 +83,7 @@ def test_summary_has_the_outcome_mix_review_rate_failures_and_latency(dynamodb):
     summary = summarise_results(read_results(TABLE, client=dynamodb))
 
     assert summary["items"] == 11
-    assert summary["outcomes"] == {"classified": 6, "needs_review": 2, "failed": 3}
+    assert summary["outcomes"] == {"classified": 6, "needs_review": 2, "reviewed": 0, "rejected": 0, "failed": 3}
     # Failed images never got a confidence, so the review rate is over the 8 scored ones.
     assert summary["needs_review_rate"] == pytest.approx(2 / 8)
     # items 8, 9, 10 failed: odd index -> EndpointError
