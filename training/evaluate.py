@@ -21,10 +21,10 @@ import numpy as np
 
 try:
     from .inference import DEFAULT_MODEL_DIR, Classifier, InvalidImageError, ModelLoadError
-    from .preprocess import IMAGE_SUFFIXES, STAGED_DATA, missing_data
+    from .preprocess import IMAGE_SUFFIXES, REVIEWED_MARKER, STAGED_DATA, missing_data
 except ImportError:  # run from inside training/
     from inference import DEFAULT_MODEL_DIR, Classifier, InvalidImageError, ModelLoadError
-    from preprocess import IMAGE_SUFFIXES, STAGED_DATA, missing_data
+    from preprocess import IMAGE_SUFFIXES, REVIEWED_MARKER, STAGED_DATA, missing_data
 
 ECE_BINS = 10
 THRESHOLD_DEFAULT = 0.93  # the workflow's confidence threshold for auto-accepting a prediction
@@ -37,6 +37,9 @@ class DatasetError(ValueError):
 def list_labelled(data_dir: pathlib.Path, classes: list[str]) -> list[tuple[pathlib.Path, int]]:
     if not data_dir.is_dir():
         raise DatasetError(missing_data(data_dir))
+    if (data_dir / REVIEWED_MARKER).exists():
+        raise DatasetError(f"{data_dir} holds reviewers' labels, which are training data only: they were chosen "
+                           "for being hard or audited, so no score on them describes the model - evaluate on a test split")
     items = []
     for index, name in enumerate(classes):
         folder = data_dir / name

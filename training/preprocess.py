@@ -28,6 +28,9 @@ def missing_data(path) -> str:
             f"--out {STAGED_DATA}), or pass a folder of bicycle/ and motorcycle/ images")
 
 
+# Marks a class tree of reviewers' labels (training.stage_data --from-manifest): training data only,
+# never a validation or test split.
+REVIEWED_MARKER = ".reviewed"
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 DEFAULT_MAX_PIXELS = 40_000_000  # ~ a 48 MP phone photo; larger is refused before decoding
 RESAMPLE = Image.Resampling.LANCZOS  # antialiased when downscaling (PIL widens the kernel); sharpest round trip

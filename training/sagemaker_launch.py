@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="builtin image-classification algorithm, or training/train.py on the PyTorch image")
     train.add_argument("--data-uri", required=True, help="s3:// prefix written by `stage_data --s3-uri`")
     train.add_argument("--output-uri", required=True, help="s3:// prefix for model artifacts")
+    train.add_argument("--reviewed-uri", help="pytorch only: s3:// prefix of reviewers' labels ({class}/*.png, "
+                                              "`stage_data --from-manifest`), added to the training part only")
     train.add_argument("--instance-type", help="default: ml.g4dn.xlarge (builtin, GPU only) / ml.m5.xlarge (pytorch)")
     train.add_argument("--instance-count", type=int, default=1)
     train.add_argument("--epochs", type=int, help="default: 30 (builtin) / train.py's default (pytorch)")
@@ -117,7 +119,10 @@ def run_train(args, boto_session) -> None:
         algorithm=args.algorithm, data_uri=args.data_uri, output_uri=args.output_uri,
         role=resolve_role(args.role), instance_type=args.instance_type, instance_count=args.instance_count,
         max_run_seconds=int(args.max_run_hours * 3600), epochs=args.epochs,
-        hyperparameters=dict(args.hyperparameter), base_job_name=args.job_name_prefix, wait=args.wait)
+        hyperparameters=dict(args.hyperparameter), base_job_name=args.job_name_prefix, wait=args.wait,
+        reviewed_uri=args.reviewed_uri)
+    if args.reviewed_uri and args.algorithm != "pytorch":
+        raise LaunchError("--reviewed-uri needs --algorithm pytorch (the built-in algorithm reads .lst channels only)")
     result = launch(req, boto_session)
     _print_json(result)
     print(f"\nnext: python -m training.sagemaker_launch deploy --algorithm {args.algorithm} "

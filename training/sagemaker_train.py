@@ -43,6 +43,7 @@ class TrainRequest:
     hyperparameters: dict[str, str] = field(default_factory=dict)  # explicit overrides
     base_job_name: str | None = None
     wait: bool = False
+    reviewed_uri: str | None = None  # reviewers' labels ({class}/*.png): train.py's `reviewed` channel
 
 
 def builtin_hyperparameters(num_training_samples: int, num_classes: int, epochs: int) -> dict[str, str]:
@@ -132,6 +133,8 @@ def build_trainer(req: TrainRequest, boto_session):
         )
         channels = [InputData(channel_name=name, data_source=s3_join(req.data_uri, name) + "/")
                     for name in ("train", "validation")]
+        if req.reviewed_uri:  # SM_CHANNEL_REVIEWED: train.py adds it to the training part only
+            channels.append(InputData(channel_name="reviewed", data_source=s3_join(req.reviewed_uri) + "/"))
         return trainer, channels
     raise LaunchError(f"unknown algorithm {req.algorithm!r} (builtin or pytorch)")
 

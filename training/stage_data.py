@@ -4,6 +4,14 @@
     python -m training.stage_data --archive cifar-100-python.tar.gz      # local archive (or extracted dir)
     python -m training.stage_data --from-folder my-photos/        # {class}/*.png
     python -m training.stage_data --upload-only --out data/staged --s3-uri s3://bucket/prefix
+    python -m training.stage_data --from-manifest s3://<ground-truth-bucket>/manifest/ --out data/reviewed
+    python -m training.stage_data --from-table <results-table> --out data/reviewed
+
+Reviewers' decisions (python -m review) stage as training data only: --from-manifest reads the Ground
+Truth augmented manifest the review page writes, --from-table the results table's human labels (the
+intake photos they name, where they still exist). Both write {out}/train/{class}/*.png and mark the
+folder REVIEWED_MARKER: `training.train --reviewed-dir {out}/train` adds them to the training part
+only, and training.evaluate refuses a marked folder, so a reviewed image never scores a model.
 
 Local layout (the same whatever the source):
     {out}/{split}/{class}/*.png          RGB PNGs, file names from the archive's `filenames`
@@ -38,6 +46,9 @@ from typing import IO, Iterable, Iterator
 import numpy as np
 from PIL import Image
 
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .preprocess import REVIEWED_MARKER
 from .sagemaker_context import LaunchError, parse_s3_uri
 
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
@@ -49,6 +60,7 @@ ARCHIVE_DIR = "cifar-100-python"
 FINE_CLASSES = {8: "bicycle", 48: "motorcycle"}
 SPLITS = ("train", "test")
 HOLDOUT_DIR = "holdout"
+MAX_REVIEWED_SIDE = 384  # phone photos are large; the model's input is 32 px (the serialize function's cap)
 
 
 class StageDataError(Exception):
@@ -312,6 +324,81 @@ def read_folder(folder: Path, split: str) -> Iterator[Example]:
             index += 1
 
 
+@dataclass
+class ReviewedCounts:
+    used: int = 0
+    not_a_class: int = 0  # "unusable", or a class this model does not have
+    missing: int = 0  # the image is gone (deleted from the intake bucket)
+
+
+def read_reviewed(lines: Iterable[dict], fetch, counts: ReviewedCounts,
+                  classes: tuple[str, ...] = tuple(FINE_CLASSES.values())) -> Iterator[Example]:
+    """Examples (split train) from Ground Truth manifest lines; ``fetch(source_ref)`` returns the image's
+    bytes, or None when it no longer exists."""
+    from review.ground_truth import METADATA_ATTRIBUTE
+
+    for number, line in enumerate(lines):
+        name = (line.get(METADATA_ATTRIBUTE) or {}).get("class-name")
+        if name not in classes:
+            counts.not_a_class += 1
+            continue
+        data = fetch(line["source-ref"])
+        if data is None:
+            counts.missing += 1
+            continue
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                img.seek(0)
+                rgb = img.convert("RGB")
+        except OSError as exc:
+            raise SourceFormatError(f"{line['source-ref']} is not a readable image: {exc}") from exc
+        rgb.thumbnail((MAX_REVIEWED_SIDE, MAX_REVIEWED_SIDE))
+        stem = hashlib.sha256(line["source-ref"].encode()).hexdigest()[:24]
+        counts.used += 1
+        yield Example("train", name, classes.index(name), number, f"{stem}.png", np.asarray(rgb))
+
+
+def manifest_lines(source: str, s3) -> Iterator[dict]:
+    """The lines of a manifest: s3://bucket/prefix (every object below it), a .jsonl file, or a folder of them."""
+    import json
+
+    from review.ground_truth import read_manifest
+
+    if source.startswith("s3://"):
+        bucket, prefix = parse_s3_uri(source)
+        yield from read_manifest(s3, bucket, prefix)
+        return
+    path = Path(source)
+    files = sorted(path.rglob("*.jsonl")) if path.is_dir() else [path]
+    for file in files:
+        if not file.is_file():
+            raise SourceFormatError(f"manifest {file} does not exist")
+        yield from (json.loads(text) for text in file.read_text().splitlines() if text.strip())
+
+
+def table_lines(table: str, dynamodb) -> list[dict]:
+    """The results table's decided records as manifest lines naming the intake photo."""
+    from client.results import scan_results
+    from review.ground_truth import METADATA_ATTRIBUTE
+
+    return [{"source-ref": f"s3://{r['bucket']}/{r['key']}", METADATA_ATTRIBUTE: {"class-name": r["human_label"]}}
+            for r in scan_results(dynamodb, table) if r.get("human_label")]
+
+
+def s3_fetcher(s3):
+    from botocore.exceptions import ClientError
+
+    def fetch(source_ref: str) -> bytes | None:
+        bucket, key = parse_s3_uri(source_ref)
+        try:
+            return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                return None
+            raise
+    return fetch
+
+
 # --------------------------------------------------------------------------- writing
 
 
@@ -373,7 +460,8 @@ def _write_examples(examples: Iterable[Example], root: Path, progress: IO[str]) 
 
 
 def stage(examples: Iterable[Example], out: Path, *, validation_fraction: float = 0.2,
-          seed: int = 0, overwrite: bool = False, progress: IO[str] | None = None) -> dict[str, int]:
+          seed: int = 0, overwrite: bool = False, progress: IO[str] | None = None,
+          reviewed: bool = False) -> dict[str, int]:
     """Write examples to out (see module doc); returns image counts per split and channel.
 
     Everything is written to a temporary sibling folder first and moved into place at the end,
@@ -394,7 +482,10 @@ def stage(examples: Iterable[Example], out: Path, *, validation_fraction: float 
         for split, split_rows in rows.items():
             write_lst(work / f"{split}.lst", split_rows)
             counts[split] = len(split_rows)
-        if "train" in rows:
+        if reviewed:  # training data only: no hold-out, and marked so no tool takes it for a test split
+            (work / "train" / REVIEWED_MARKER).write_text(
+                "Reviewers' labels (python -m review): training data only, never a validation or test split.\n")
+        elif "train" in rows:
             fit, held = stratified_holdout(rows["train"], validation_fraction, seed)
             write_lst(work / HOLDOUT_DIR / "train.lst", fit)
             write_lst(work / HOLDOUT_DIR / "validation.lst", held)
@@ -474,6 +565,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="local cifar-100-python.tar.gz or its extracted folder (default: download it)")
     source.add_argument("--from-folder", type=Path,
                         help="a folder of {class}/*.png, e.g. your own labelled photos")
+    source.add_argument("--from-manifest", metavar="S3_URI|PATH",
+                        help="reviewers' labels: the review page's Ground Truth manifest (s3://bucket/manifest/), "
+                             "or a .jsonl file or folder")
+    source.add_argument("--from-table", metavar="NAME",
+                        help="reviewers' labels from the results table (the intake photos they name)")
     source.add_argument("--upload-only", action="store_true",
                         help="do not stage; upload the already staged --out folder to --s3-uri")
     parser.add_argument("--split", choices=SPLITS, default="train",
@@ -498,7 +594,17 @@ def main(argv: list[str] | None = None) -> int:
             if not args.s3_uri:
                 raise StageDataError("--upload-only needs --s3-uri")
         else:
-            if args.from_folder:
+            reviewed = bool(args.from_manifest or args.from_table)
+            if reviewed:
+                import boto3
+
+                if args.split != "train":
+                    raise StageDataError("reviewed images are training data only: they never stage as --split test")
+                lines = (manifest_lines(args.from_manifest, boto3.client("s3")) if args.from_manifest
+                         else table_lines(args.from_table, boto3.client("dynamodb")))
+                review_counts = ReviewedCounts()
+                examples = read_reviewed(lines, s3_fetcher(boto3.client("s3")), review_counts)
+            elif args.from_folder:
                 examples = read_folder(args.from_folder, args.split)
             else:
                 archive = args.archive
@@ -510,8 +616,12 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 examples = read_cifar(archive)
             counts = stage(examples, args.out, validation_fraction=args.validation_fraction,
-                           seed=args.seed, overwrite=args.overwrite)
+                           seed=args.seed, overwrite=args.overwrite, reviewed=reviewed)
             print(f"staged {args.out}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+            if reviewed:
+                print(f"reviewed images: {review_counts.used} staged, {review_counts.not_a_class} not a vehicle class "
+                      f"(unusable), {review_counts.missing} no longer stored; train on them with "
+                      f"`python -m training.train --reviewed-dir {args.out}/train`")
         if args.s3_uri:
             n = upload(args.out, args.s3_uri)
             print(f"uploaded {n} objects to {args.s3_uri.rstrip('/')}/"
@@ -519,6 +629,9 @@ def main(argv: list[str] | None = None) -> int:
     except (StageDataError, LaunchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (BotoCoreError, ClientError) as exc:
+        print(f"error: cannot read the reviewers' labels: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -56,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="folder of {class}/*.png [SM_CHANNEL_TRAIN; default: data/staged/train from `make data`]")
     p.add_argument("--validation-dir", default=env("SM_CHANNEL_VALIDATION"),
                    help="separate validation folder [SM_CHANNEL_VALIDATION]; default: hold out --val-fraction")
+    p.add_argument("--reviewed-dir", default=env("SM_CHANNEL_REVIEWED"),
+                   help="reviewers' labels staged by `training.stage_data --from-manifest` ({class}/*.png): added "
+                        "to the training part only, never to validation [SM_CHANNEL_REVIEWED]")
     p.add_argument("--model-dir", default=env("SM_MODEL_DIR", "build/model"), help="export here [SM_MODEL_DIR]")
     p.add_argument("--output-dir", default=env("SM_OUTPUT_DATA_DIR"), help="training history here [SM_OUTPUT_DATA_DIR]")
     p.add_argument("--threads", type=int, default=int(env("SM_NUM_CPUS", "2")), help="torch threads [SM_NUM_CPUS]")
@@ -109,6 +112,19 @@ def list_images(root: pathlib.Path) -> tuple[list[str], list[tuple[pathlib.Path,
             raise ValueError(f"class folder {root / name} holds no images ({', '.join(sorted(preprocess.IMAGE_SUFFIXES))})")
         items += [(f, index) for f in files]
     return classes, items
+
+
+def list_reviewed(root: pathlib.Path, classes: list[str]) -> list[tuple[pathlib.Path, int]]:
+    """Reviewers' labels ({class}/*, a subset of the training classes) as training items."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"reviewed data {root} does not exist: stage it with `python -m training.stage_data "
+                                "--from-manifest s3://<ground-truth-bucket>/manifest/ --out data/reviewed`")
+    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise ValueError(f"reviewed data {root} has classes {unknown} the training data does not ({classes})")
+    return [(f, classes.index(name)) for name in found for f in sorted((root / name).iterdir())
+            if f.suffix.lower() in preprocess.IMAGE_SUFFIXES]
 
 
 def stratified_split(items: list[tuple[pathlib.Path, int]], val_fraction: float):
@@ -256,7 +272,14 @@ def main(argv: list[str] | None = None) -> dict:
     if not val_items or not train_items:
         raise ValueError(f"need training and validation images, got {len(train_items)} / {len(val_items)} "
                          f"(each class needs at least 2 images for the hold-out)")
-    print(f"classes {classes}: {len(train_items)} training / {len(val_items)} validation images ({split})", flush=True)
+    for folder in (args.data_dir, args.validation_dir):
+        if folder and (pathlib.Path(folder) / preprocess.REVIEWED_MARKER).exists():
+            raise ValueError(f"{folder} holds reviewers' labels: pass it as --reviewed-dir, so that none of it is "
+                             "held out for validation")
+    reviewed_items = list_reviewed(pathlib.Path(args.reviewed_dir), classes) if args.reviewed_dir else []
+    train_items = sorted(train_items + reviewed_items)
+    print(f"classes {classes}: {len(train_items)} training ({len(reviewed_items)} of them reviewers' labels) / "
+          f"{len(val_items)} validation images ({split})", flush=True)
     x_train, y_train = load_tensors(train_items)
     x_val, y_val = load_tensors(val_items)
 
@@ -267,7 +290,7 @@ def main(argv: list[str] | None = None) -> dict:
     val_acc = (predict_proba(nets, x_val, args.flip_tta).argmax(1) == y_val).float().mean().item()
     print(f"trained in {train_seconds:.0f}s; validation accuracy (torch, {len(nets)} member(s)) {val_acc:.4f}", flush=True)
 
-    hyper = {k: v for k, v in vars(args).items() if k not in ("data_dir", "validation_dir", "model_dir", "output_dir")}
+    hyper = {k: v for k, v in vars(args).items() if k not in ("data_dir", "validation_dir", "reviewed_dir", "model_dir", "output_dir")}
     metadata = export.write_model_dir(
         pathlib.Path(args.model_dir), nets, classes=classes, input_size=NATIVE_SIZE, flip_tta=args.flip_tta,
         architecture={"name": "efficientnet-lite0", "resolution": args.resolution, "mean": 0.5, "std": 0.5,
@@ -276,7 +299,9 @@ def main(argv: list[str] | None = None) -> dict:
         data={"sha256": data_hash(items, classes), "n_files": len(items),
               "train_sha256": data_hash(train_items, classes), "n_train": len(train_items),
               "validation_sha256": data_hash(val_items, classes), "n_validation": len(val_items),
-              "validation_split": split, "class_counts": {c: sum(1 for _, lab in items if lab == i) for i, c in enumerate(classes)}},
+              "validation_split": split, "n_reviewed": len(reviewed_items),
+              "reviewed_sha256": data_hash(reviewed_items, classes) if reviewed_items else None,
+              "class_counts": {c: sum(1 for _, lab in items if lab == i) for i, c in enumerate(classes)}},
         val_files=[p for p, _ in val_items], val_labels=[lab for _, lab in val_items],
         training={"started_at": started.isoformat(timespec="seconds"),
                   "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

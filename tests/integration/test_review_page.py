@@ -167,6 +167,7 @@ def test_a_reviewer_resolves_every_waiting_photo_with_the_keyboard(twin, uploads
         assert len(decided) <= len(waiting), "the page keeps offering decided photos"
     seconds = time.monotonic() - started
 
+    assert not page.is_visible("#current")  # nothing left on screen to decide
     # The key was shown as text: no script ran, no element was made of it.
     assert dialogs == []
     assert page.locator("#queue script, #queue img, #facts script, #facts img").count() == 0

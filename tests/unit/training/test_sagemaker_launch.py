@@ -243,6 +243,17 @@ def test_pytorch_training_job_runs_train_py_on_the_cpu_image(aws):
     assert not [n for n in names if n.startswith("model/") or "__pycache__" in n]
 
 
+def test_reviewers_labels_are_a_channel_of_their_own(aws):
+    assert main(["train", "--algorithm", "pytorch", "--data-uri", f"s3://{BUCKET}/scones/data",
+                 "--output-uri", f"s3://{BUCKET}/scones", "--reviewed-uri", f"s3://{BUCKET}/scones/reviewed/train"],
+                boto_session=aws.session) == 0
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
+                for c in aws.rec.one("CreateTrainingJob")["InputDataConfig"]}
+    # train.py reads it as SM_CHANNEL_REVIEWED (--reviewed-dir), never as validation.
+    assert channels["reviewed"] == f"s3://{BUCKET}/scones/reviewed/train/"
+    assert channels["validation"] == f"s3://{BUCKET}/scones/data/validation/"
+
+
 def test_unknown_role_is_a_clear_error(aws, capsys, monkeypatch):
     monkeypatch.delenv("SAGEMAKER_ROLE_ARN")
     assert main(["train", "--algorithm", "pytorch", "--data-uri", f"s3://{BUCKET}/d",

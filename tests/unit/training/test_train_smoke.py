@@ -75,3 +75,32 @@ def test_missing_training_data_is_a_clear_error(tmp_path):
                           env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: data directory data/staged/train does not exist") and "`make data`" in proc.stderr
+
+
+@pytest.mark.slow
+def test_reviewed_images_join_the_training_part_only(tmp_path):
+    data = tiny_dataset(tmp_path / "train")
+    reviewed = tmp_path / "reviewed" / "train"
+    for cls, files in (("bicycle", sorted((DATA / "bicycle").glob("*.png"))[40:45]),
+                       ("motorcycle", sorted((DATA / "motorcycle").glob("*.png"))[40:43])):
+        (reviewed / cls).mkdir(parents=True)
+        for f in files:
+            shutil.copy(f, reviewed / cls / f"reviewed-{f.name}")
+    (reviewed / ".reviewed").write_text("reviewers' labels\n")
+    env = os.environ | {"SM_CHANNEL_TRAIN": str(data), "SM_CHANNEL_REVIEWED": str(reviewed),
+                        "SM_MODEL_DIR": str(tmp_path / "model"), "SM_NUM_CPUS": "2"}
+    env.pop("SM_CHANNEL_VALIDATION", None)
+    proc = subprocess.run([sys.executable, "train.py", "--epochs", "1", "--batch-size", "16", "--resolution", "32",
+                           "--pretrained", "False"],
+                          cwd=REPO / "training", env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "40 training (8 of them reviewers' labels) / 8 validation" in proc.stdout
+    meta = json.loads((tmp_path / "model" / "metadata.json").read_text())
+    assert meta["data"]["n_reviewed"] == 8 and meta["data"]["n_train"] == 40 and meta["data"]["n_validation"] == 8
+    assert meta["data"]["reviewed_sha256"]
+
+    # Passed as the training folder, reviewed images would be held out for validation: refused.
+    proc = subprocess.run([sys.executable, "train.py", "--epochs", "1", "--data-dir", str(reviewed)],
+                          cwd=REPO / "training", env={k: v for k, v in env.items() if k != "SM_CHANNEL_REVIEWED"},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "pass it as --reviewed-dir" in proc.stderr
