@@ -56,10 +56,13 @@ def get_results(dynamodb, table: str, bucket: str, keys: list[str]) -> list[dict
 
 
 def format_table(items: list[dict[str, Any]]) -> str:
-    rows = [("key", "outcome", "label", "confidence", "reason")]
+    """One row per record; label and confidence are the model's, a reviewer's decision is in the last column."""
+    rows = [("key", "outcome", "label", "confidence", "reason / decision")]
     for i in items:
         confidence = f"{i['confidence']:.3f}" if "confidence" in i else "-"
-        rows.append((i["key"], i["outcome"], i.get("label", "-"), confidence, i.get("reason", "")))
+        note = (f"{i['human_label']} by {i.get('reviewer', '?')}" + (" (audit)" if i.get("review_reason") == "audit" else "")
+                if i.get("human_label") else i.get("reason", ""))
+        rows.append((i["key"], i["outcome"], i.get("label", "-"), confidence, note))
     return format_columns(rows)
 
 

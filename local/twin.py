@@ -29,6 +29,7 @@ from local.adapters import LambdaInvokeBridge, StepFunctionsTargetRelay
 from local.deploy import Deployment, deploy
 from local.lambda_runtime import LambdaRuntime
 from local.moto_speedups import MotoSpeedups
+from local.moto_strict import StrictMoto
 from local.template import Stack
 from training.capture import CaptureConfig
 from training.serve import EndpointServer, start_endpoint
@@ -92,6 +93,7 @@ class Twin:
         self._bridge: LambdaInvokeBridge | None = None
         self._relay: StepFunctionsTargetRelay | None = None
         self._speedups: MotoSpeedups | None = None
+        self._strict: StrictMoto | None = None
         self._watch: dict[str, tuple[str, str, float]] = {}
         self._watch_lock = threading.Lock()
         self._stop = threading.Event()
@@ -125,6 +127,7 @@ class Twin:
         # moto's Step Functions engine calls the other services over HTTP on MOTO_PORT, with boto3.
         os.environ["MOTO_PORT"] = str(s.port)
         self._speedups = MotoSpeedups().install()
+        self._strict = StrictMoto().install()  # where AWS is strict and moto is not
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=s.port, verbose=False)
         self._moto.start()
         # moto keeps its state per process: start from empty, as a fresh account would.
@@ -171,6 +174,8 @@ class Twin:
             self.endpoint.stop()
         if self._moto:
             self._moto.stop()
+        if self._strict:
+            self._strict.uninstall()
         if self._speedups:
             self._speedups.uninstall()
 

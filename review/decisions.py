@@ -19,7 +19,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from client.results import decode_item
-from review.ground_truth import GroundTruth
+from review.ground_truth import GroundTruth, Label
 from review.waiting import WaitingImage
 
 EFFECTS_GRACE_SECONDS = 60.0  # a decision's effects take well under a second; after this, its page is gone
@@ -177,7 +177,7 @@ class Reviewer:
     def finish(self, decision: Decision) -> None:
         """The decision's effects, then the mark that they ran."""
         self._publish(decision)
-        self._ground_truth.add(decision)
+        self._ground_truth.add(Label(decision.image, decision.human_label, decision.reviewer, decision.decided_at))
         self._count(decision)
         self._dynamodb.update_item(TableName=self._table, Key=self._key(decision.image),
                                    UpdateExpression="SET effects_done_at = :now",

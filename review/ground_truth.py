@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 from botocore.exceptions import ClientError
 
-if TYPE_CHECKING:
-    from review.decisions import Decision
+from review.waiting import WaitingImage
 
 LABEL_ATTRIBUTE = "vehicle-class"
 METADATA_ATTRIBUTE = f"{LABEL_ATTRIBUTE}-metadata"
@@ -29,17 +29,26 @@ MANIFEST_PREFIX = "manifest/"
 IMAGES_PREFIX = "images/"
 
 
-def manifest_line(decision: "Decision", source_ref: str) -> dict[str, Any]:
-    image = decision.image
+@dataclass(frozen=True)
+class Label:
+    """A person's label for a waiting image."""
+    image: WaitingImage
+    name: str  # one of the image's classes, or "unusable"
+    reviewer: str
+    decided_at: str  # ISO-8601, UTC
+
+
+def manifest_line(label: Label, source_ref: str) -> dict[str, Any]:
+    image = label.image
     classes = image.classes + ["unusable"]
     return {
         "source-ref": source_ref,
-        LABEL_ATTRIBUTE: classes.index(decision.human_label),
+        LABEL_ATTRIBUTE: classes.index(label.name),
         METADATA_ATTRIBUTE: {
-            "class-name": decision.human_label, "confidence": 1.0, "type": "groundtruth/image-classification",
-            "job-name": JOB_NAME, "human-annotated": "yes", "creation-date": decision.decided_at.rstrip("Z"),
+            "class-name": label.name, "confidence": 1.0, "type": "groundtruth/image-classification",
+            "job-name": JOB_NAME, "human-annotated": "yes", "creation-date": label.decided_at.rstrip("Z"),
             "class-map": {str(n): name for n, name in enumerate(classes)},
-            "reviewer": decision.reviewer, "review-reason": image.reason,
+            "reviewer": label.reviewer, "review-reason": image.reason,
             "model-label": image.label, "model-confidence": image.confidence,
             "original-source-ref": f"s3://{image.bucket}/{image.key}", "execution-arn": image.execution_arn,
         },
@@ -50,10 +59,10 @@ class GroundTruth:
     def __init__(self, s3, bucket: str):
         self._s3, self.bucket = s3, bucket
 
-    def add(self, decision: "Decision") -> str | None:
+    def add(self, label: Label) -> str | None:
         """The manifest object's key, or None when the image was deleted before the decision (no line:
         a label without its image trains nothing)."""
-        image = decision.image
+        image = label.image
         try:
             body = self._s3.get_object(Bucket=image.bucket, Key=image.key)["Body"].read()
         except ClientError as exc:
@@ -63,8 +72,8 @@ class GroundTruth:
         suffix = PurePosixPath(image.key).suffix.lower()[:8]
         copy = f"{IMAGES_PREFIX}{hashlib.sha256(body).hexdigest()}{suffix}"
         self._s3.put_object(Bucket=self.bucket, Key=copy, Body=body)
-        line = manifest_line(decision, f"s3://{self.bucket}/{copy}")
-        day = decision.decided_at[:10].replace("-", "/")
+        line = manifest_line(label, f"s3://{self.bucket}/{copy}")
+        day = label.decided_at[:10].replace("-", "/")
         name = hashlib.sha256(image.execution_arn.encode()).hexdigest()[:32]
         key = f"{MANIFEST_PREFIX}{day}/{name}.jsonl"
         self._s3.put_object(Bucket=self.bucket, Key=key, Body=(json.dumps(line) + "\n").encode(),
