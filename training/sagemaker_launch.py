@@ -5,6 +5,9 @@
     python -m training.sagemaker_launch deploy --model-dir training/model --artifact-uri s3://B/scones
     python -m training.sagemaker_launch monitor --endpoint-name NAME --s3-uri s3://B/scones
     python -m training.sagemaker_launch teardown --endpoint-name NAME
+    python -m training.sagemaker_launch register --endpoint-name NAME --model-dir build/model --gate-result build/gate.json --artifact-uri s3://B/scones
+    python -m training.sagemaker_launch update --endpoint-name NAME --model-package ARN --stack STACK
+    python -m training.sagemaker_launch rollback --endpoint-name NAME
 
 The role comes from --role or $SAGEMAKER_ROLE_ARN, the region from the standard AWS configuration
 (AWS_DEFAULT_REGION or ~/.aws/config; boto3 does not read AWS_REGION). The SageMaker SDK is imported only by the
@@ -103,6 +106,28 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--skip-baseline", action="store_true",
                          help="only create the schedule, from a baseline that has completed")
 
+    register = sub.add_parser("register", help="a new model version in the endpoint's Model Registry group")
+    register.add_argument("--endpoint-name", required=True, help="the live endpoint; the group is <name>-models")
+    register.add_argument("--model-dir", type=Path, required=True, help="the exported candidate, e.g. build/model")
+    register.add_argument("--artifact-uri", required=True, help="s3:// prefix for the packed model and the comparison")
+    register.add_argument("--gate-result", type=Path,
+                          help="training.gate's JSON: accepted registers Approved, refused Rejected "
+                               "(default: none, PendingManualApproval)")
+    register.add_argument("--instance-type", default=None, help="default: ml.m5.large")
+
+    update = with_role(sub.add_parser("update", help="canary the live endpoint to an Approved version"))
+    update.add_argument("--endpoint-name", required=True)
+    update.add_argument("--model-package", required=True, help="the version's ARN (from register)")
+    alarms = update.add_mutually_exclusive_group(required=True)
+    alarms.add_argument("--stack", help="the SAM stack whose alarms roll the canary back")
+    alarms.add_argument("--alarm", action="append", help="an alarm that rolls the canary back (repeatable)")
+    update.add_argument("--canary-percent", type=int, default=10, help="capacity that takes traffic first (default 10)")
+    update.add_argument("--bake-minutes", type=int, default=30,
+                        help="minutes the canary runs before the rest shifts (default 30: the rate alarms need 15)")
+
+    back = with_role(sub.add_parser("rollback", help="return the endpoint to the previous Approved version"))
+    back.add_argument("--endpoint-name", required=True)
+
     teardown = sub.add_parser("teardown", help="delete the endpoint and everything deploy/monitor made for it")
     teardown.add_argument("--endpoint-name", required=True)
     return parser
@@ -184,13 +209,41 @@ def run_monitor(args, boto_session) -> None:
     _print_json(result)
 
 
+def run_register(args, boto_session) -> None:
+    from .sagemaker_deploy import DEFAULT_INSTANCE_TYPE, DeployRequest
+    from .sagemaker_rollout import register
+
+    req = DeployRequest(endpoint_name=args.endpoint_name, role="", artifact_uri=args.artifact_uri,
+                        model_dir=args.model_dir, instance_type=args.instance_type or DEFAULT_INSTANCE_TYPE)
+    result = register(req, boto_session, gate_result=args.gate_result)
+    _print_json(result)
+    if result["status"] == "Approved":
+        print(f"\nnext: python -m training.sagemaker_launch update --endpoint-name {args.endpoint_name} "
+              f"--model-package {result['model_package_arn']} --stack <stack>")
+
+
+def run_update(args, boto_session) -> None:
+    from .sagemaker_rollout import CanarySettings, stack_alarm_names, update
+
+    alarms = stack_alarm_names(boto_session, args.stack) if args.stack else args.alarm
+    canary = CanarySettings(percent=args.canary_percent, bake_seconds=args.bake_minutes * 60)
+    _print_json(update(args.endpoint_name, args.model_package, resolve_role(args.role), boto_session, canary, alarms))
+
+
+def run_rollback(args, boto_session) -> None:
+    from .sagemaker_rollout import rollback
+
+    _print_json(rollback(args.endpoint_name, resolve_role(args.role), boto_session))
+
+
 def run_teardown(args, boto_session) -> None:
     from .sagemaker_teardown import teardown
 
     teardown(args.endpoint_name, boto_session)
 
 
-COMMANDS = {"train": run_train, "deploy": run_deploy, "monitor": run_monitor, "teardown": run_teardown}
+COMMANDS = {"train": run_train, "deploy": run_deploy, "monitor": run_monitor, "register": run_register,
+            "update": run_update, "rollback": run_rollback, "teardown": run_teardown}
 
 
 def main(argv: list[str] | None = None, boto_session=None) -> int:

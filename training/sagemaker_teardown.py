@@ -8,6 +8,7 @@ removes it: it stays stored, and billed, until someone does.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 
@@ -88,6 +89,22 @@ def delete_autoscaling(aas, endpoint_name: str, report, variants=(VARIANT_NAME,)
             report(f"scalable target {rid}")
 
 
+def _delete_versions(sm, endpoint_name: str, report) -> None:
+    """The configs and models earlier updates left (training.sagemaker_rollout: <endpoint>, <endpoint>-v<N>);
+    the Model Registry group and its versions stay (they are the record of what ran)."""
+    version = re.compile(rf"^{re.escape(endpoint_name)}(-v\d+)?$")
+    for page in sm.get_paginator("list_endpoint_configs").paginate(NameContains=endpoint_name):
+        for config in page["EndpointConfigs"]:
+            if version.match(config["EndpointConfigName"]):
+                sm.delete_endpoint_config(EndpointConfigName=config["EndpointConfigName"])
+                report(f"endpoint config {config['EndpointConfigName']}")
+    for page in sm.get_paginator("list_models").paginate(NameContains=endpoint_name):
+        for model in page["Models"]:
+            if version.match(model["ModelName"]):
+                sm.delete_model(ModelName=model["ModelName"])
+                report(f"model {model['ModelName']}")
+
+
 def teardown(endpoint_name: str, boto_session, poll_seconds: float = 10.0, out=None) -> list[str]:
     """Delete the endpoint's schedules, scaling, endpoint, config and models; returns what went."""
     stream = out if out is not None else sys.stdout
@@ -140,6 +157,7 @@ def teardown(endpoint_name: str, boto_session, poll_seconds: float = 10.0, out=N
         except ClientError as exc:
             if not _missing(exc):
                 raise
+    _delete_versions(sm, endpoint_name, report)
     if not deleted:
         print(f"nothing found for endpoint {endpoint_name}", file=stream)
         return deleted

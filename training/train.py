@@ -301,6 +301,8 @@ def main(argv: list[str] | None = None) -> dict:
               "validation_sha256": data_hash(val_items, classes), "n_validation": len(val_items),
               "validation_split": split, "n_reviewed": len(reviewed_items),
               "reviewed_sha256": data_hash(reviewed_items, classes) if reviewed_items else None,
+              # training.gate leaves these out when it scores this model on reviewers' labels
+              "reviewed_files_sha256": sorted(export.sha256_file(path) for path, _ in reviewed_items),
               "class_counts": {c: sum(1 for _, lab in items if lab == i) for i, c in enumerate(classes)}},
         val_files=[p for p, _ in val_items], val_labels=[lab for _, lab in val_items],
         training={"started_at": started.isoformat(timespec="seconds"),

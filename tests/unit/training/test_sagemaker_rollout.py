@@ -1,0 +1,147 @@
+"""Model Registry, canary update and rollback against moto's SageMaker (UpdateEndpoint, which moto lacks, is
+answered by a stand-in that switches the endpoint's configuration as a finished deployment would), with the
+gate's real comparisons of real models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from botocore.awsrequest import AWSResponse
+
+from test_sagemaker_launch import BUCKET, REGION, aws, deploy_args, write_tiny_model  # noqa: F401 - aws is a fixture
+from training import gate
+from training.sagemaker_launch import main
+
+REPO = Path(__file__).resolve().parents[3]
+SHIPPED = REPO / "training" / "model"
+SAMPLES = REPO / "local" / "sample_images"
+ENDPOINT = "scones-ep"
+ALARMS = ["scones-EndpointErrorsAlarm-1", "scones-LowConfidenceRateAlarm-2", "scones-AuditAccuracyAlarm-3"]
+
+
+class FinishedUpdates:
+    """UpdateEndpoint as a deployment that completed: the endpoint now runs the new configuration."""
+
+    def __init__(self, session):
+        self.requests: list[dict] = []
+        session.events.register("before-call.sagemaker.UpdateEndpoint", self._answer)
+
+    def _answer(self, params, **_):
+        body = json.loads(params["body"])
+        self.requests.append(body)
+        from moto.sagemaker.models import sagemaker_backends
+
+        endpoint = sagemaker_backends["123456789012"][REGION].endpoints[body["EndpointName"]]
+        endpoint.endpoint_config_name = body["EndpointConfigName"]
+        arn = f"arn:aws:sagemaker:{REGION}:123456789012:endpoint/{body['EndpointName']}"
+        return AWSResponse("https://sagemaker.local", 200, {}, None), {"EndpointArn": arn}
+
+
+def comparison(tmp_path: Path, challenger: Path, name: str) -> Path:
+    out = tmp_path / f"{name}.json"
+    gate.main(["--champion", str(SHIPPED), "--challenger", str(challenger), "--split-from", str(SAMPLES),
+               "--val-fraction", "1", "--out", str(out)])
+    return out
+
+
+def register(tmp_path, model_dir: Path, gate_json: Path | None, capsys) -> dict:
+    args = ["register", "--endpoint-name", ENDPOINT, "--model-dir", str(model_dir),
+            "--artifact-uri", f"s3://{BUCKET}/scones"]
+    capsys.readouterr()
+    assert main(args + (["--gate-result", str(gate_json)] if gate_json else [])) == 0
+    out = capsys.readouterr().out
+    return json.loads(out[out.index("{"):out.rindex("}") + 1])
+
+
+@pytest.fixture
+def live(aws, tmp_path, capsys):  # noqa: F811 - the aws fixture
+    updates = FinishedUpdates(aws.session)
+    assert main(deploy_args(SHIPPED, ENDPOINT, "--no-autoscaling"), boto_session=aws.session) == 0
+    capsys.readouterr()
+    aws.updates = updates
+    return aws
+
+
+def run(aws, *args: str) -> int:
+    return main(list(args), boto_session=aws.session)
+
+
+def test_gate_verdicts_set_the_registry_status_and_only_approved_versions_deploy(live, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("boto3.Session", lambda *a, **k: live.session)
+    weak = write_tiny_model(tmp_path / "weak")
+    refused = register(tmp_path, weak, comparison(tmp_path, weak, "weak"), capsys)
+    pending = register(tmp_path, SHIPPED, None, capsys)
+    assert refused["status"] == "Rejected" and pending["status"] == "PendingManualApproval"
+    sm = live.session.client("sagemaker")
+    package = sm.describe_model_package(ModelPackageName=refused["model_package_arn"])
+    stats = package["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"]
+    bucket, key = stats[5:].split("/", 1)
+    stored = json.loads(live.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    assert stored["accepted"] is False and stored["checks"][0]["criterion"] == "accuracy"
+    assert "accuracy" in package["ModelPackageDescription"] and "worse" in package["ModelPackageDescription"]
+
+    for arn in (refused["model_package_arn"], pending["model_package_arn"]):
+        assert run(live, "update", "--endpoint-name", ENDPOINT, "--model-package", arn, *sum(
+            (["--alarm", a] for a in ALARMS), [])) == 2
+        assert "not Approved" in capsys.readouterr().err
+    assert live.updates.requests == []
+
+
+def test_canary_update_then_rollback_to_the_previous_approved_version(live, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("boto3.Session", lambda *a, **k: live.session)
+    first = register(tmp_path, SHIPPED, comparison(tmp_path, SHIPPED, "same"), capsys)
+    better = shutil.copytree(SHIPPED, tmp_path / "candidate")
+    second = register(tmp_path, better, comparison(tmp_path, better, "candidate"), capsys)
+    assert first["status"] == second["status"] == "Approved"
+    alarm_args = sum((["--alarm", a] for a in ALARMS), [])
+
+    assert run(live, "update", "--endpoint-name", ENDPOINT, "--model-package", first["model_package_arn"],
+               *alarm_args) == 0
+    assert run(live, "update", "--endpoint-name", ENDPOINT, "--model-package", second["model_package_arn"],
+               *alarm_args, "--canary-percent", "20", "--bake-minutes", "45") == 0
+    request = live.updates.requests[-1]
+    assert request["EndpointName"] == ENDPOINT and request["RetainAllVariantProperties"] is True
+    policy = request["DeploymentConfig"]["BlueGreenUpdatePolicy"]
+    assert policy["TrafficRoutingConfiguration"] == {
+        "Type": "CANARY", "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 20}, "WaitIntervalInSeconds": 2700}
+    assert request["DeploymentConfig"]["AutoRollbackConfiguration"] == {"Alarms": [{"AlarmName": a} for a in ALARMS]}
+    sm = live.session.client("sagemaker")
+    config = sm.describe_endpoint_config(EndpointConfigName=request["EndpointConfigName"])
+    original = sm.describe_endpoint_config(EndpointConfigName=ENDPOINT)
+    # Same variant (guardrails need it), same instances, the same data capture; the model comes from the registry.
+    assert config["ProductionVariants"][0]["VariantName"] == original["ProductionVariants"][0]["VariantName"]
+    assert config["ProductionVariants"][0]["InstanceType"] == original["ProductionVariants"][0]["InstanceType"]
+    assert config["DataCaptureConfig"] == original["DataCaptureConfig"]
+    model = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
+    assert model["Containers"][0]["ModelPackageName"] == second["model_package_arn"]
+
+    assert run(live, "rollback", "--endpoint-name", ENDPOINT) == 0
+    back = live.updates.requests[-1]
+    assert back["DeploymentConfig"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["Type"] == "ALL_AT_ONCE"
+    live_config = sm.describe_endpoint_config(EndpointConfigName=back["EndpointConfigName"])
+    live_model = sm.describe_model(ModelName=live_config["ProductionVariants"][0]["ModelName"])
+    assert live_model["Containers"][0]["ModelPackageName"] == first["model_package_arn"]
+    rejected = sm.describe_model_package(ModelPackageName=second["model_package_arn"])
+    assert rejected["ModelApprovalStatus"] == "Rejected"  # not promoted again by mistake
+
+    # Nothing earlier than the first approved version: a clear refusal, no update.
+    before = len(live.updates.requests)
+    assert run(live, "rollback", "--endpoint-name", ENDPOINT) == 2
+    assert "no Approved version" in capsys.readouterr().err and len(live.updates.requests) == before
+
+
+def test_teardown_removes_every_version_it_deployed_and_keeps_the_registry(live, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("boto3.Session", lambda *a, **k: live.session)
+    version = register(tmp_path, SHIPPED, comparison(tmp_path, SHIPPED, "same"), capsys)
+    assert run(live, "update", "--endpoint-name", ENDPOINT, "--model-package", version["model_package_arn"],
+               "--alarm", ALARMS[0]) == 0
+    capsys.readouterr()
+    assert run(live, "teardown", "--endpoint-name", ENDPOINT) == 0
+    sm = live.session.client("sagemaker")
+    assert [m["ModelName"] for m in sm.list_models()["Models"]] == []
+    assert [c["EndpointConfigName"] for c in sm.list_endpoint_configs()["EndpointConfigs"]] == []
+    group = sm.list_model_packages(ModelPackageGroupName=f"{ENDPOINT}-models")["ModelPackageSummaryList"]
+    assert [p["ModelPackageArn"] for p in group] == [version["model_package_arn"]]
