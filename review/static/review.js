@@ -110,6 +110,7 @@ async function decide(label) {
       const at = state.images.findIndex((i) => i.id === image.id);
       state.images.splice(at, 1);
       state.current = state.images.length ? state.images[Math.min(at, state.images.length - 1)].id : null;
+      render();  // at once: a key pressed next must decide the image on screen, not one not yet shown
     }
   } catch (error) {
     say(`${image.key}: not sent (${error.message}); try again`);

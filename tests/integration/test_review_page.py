@@ -165,6 +165,8 @@ def test_a_reviewer_resolves_every_waiting_photo_with_the_keyboard(twin, uploads
         assert "(" in page.text_content("#status"), page.text_content("#status")  # "key: label (outcome)"
         decided[key] = label
         assert len(decided) <= len(waiting), "the page keeps offering decided photos"
+        # The decided photo is off the screen as soon as its answer shows.
+        assert page.is_visible("#empty") or page.text_content("#key") != key
     seconds = time.monotonic() - started
 
     assert not page.is_visible("#current")  # nothing left on screen to decide
