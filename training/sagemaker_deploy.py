@@ -60,6 +60,19 @@ class ScalingSettings:
 
 
 @dataclass
+class ServerlessSettings:
+    """SageMaker Serverless Inference: billed per request-second of memory, scales to zero (cold starts)."""
+    memory_mb: int = 2048
+    max_concurrency: int = 10
+
+    def check(self) -> None:
+        if self.memory_mb not in (1024, 2048, 3072, 4096, 5120, 6144):
+            raise LaunchError(f"serverless memory is 1024 to 6144 MB in steps of 1024, got {self.memory_mb}")
+        if not 1 <= self.max_concurrency <= 200:
+            raise LaunchError(f"serverless max concurrency is 1 to 200, got {self.max_concurrency}")
+
+
+@dataclass
 class DeployRequest:
     endpoint_name: str
     role: str
@@ -72,6 +85,7 @@ class DeployRequest:
     capture: CaptureSettings | None = None
     scaling: ScalingSettings | None = field(default_factory=ScalingSettings)
     wait: bool = True
+    serverless: ServerlessSettings | None = None  # instead of instances
 
 
 # --------------------------------------------------------------------------- packaging
@@ -262,6 +276,13 @@ def deploy(req: DeployRequest, boto_session, log=None) -> dict:
                           "hyphens, at most 63 characters (the SAM template's EndpointName pattern)")
     if req.initial_instance_count < 1:
         raise LaunchError("the initial instance count must be at least 1")
+    if req.serverless is not None:
+        req.serverless.check()
+        # AWS: serverless endpoints take no data capture (so no Model Monitor) and scale by themselves.
+        if req.capture is not None:
+            raise LaunchError("serverless endpoints do not support data capture: pass --no-capture (the drift "
+                              "report then has only the results table), or deploy on instances")
+        req.scaling = None
     region = region_of(boto_session)
     sm = boto_session.client("sagemaker")
     model_name = config_name = req.endpoint_name
@@ -274,14 +295,13 @@ def deploy(req: DeployRequest, boto_session, log=None) -> dict:
     sm.create_model(ModelName=model_name, ExecutionRoleArn=req.role,
                     PrimaryContainer=container_for(req, region, model_data_url))
     log(f"created model {model_name}")
-    config = {
-        "EndpointConfigName": config_name,
-        "ProductionVariants": [{
-            "VariantName": VARIANT_NAME, "ModelName": model_name,
-            "InitialInstanceCount": req.initial_instance_count, "InstanceType": req.instance_type,
-            "InitialVariantWeight": 1.0,
-        }],
-    }
+    variant = {"VariantName": VARIANT_NAME, "ModelName": model_name, "InitialVariantWeight": 1.0}
+    if req.serverless is not None:
+        variant["ServerlessConfig"] = {"MemorySizeInMB": req.serverless.memory_mb,
+                                       "MaxConcurrency": req.serverless.max_concurrency}
+    else:
+        variant |= {"InitialInstanceCount": req.initial_instance_count, "InstanceType": req.instance_type}
+    config = {"EndpointConfigName": config_name, "ProductionVariants": [variant]}
     if req.capture is not None:
         config["DataCaptureConfig"] = data_capture_config(req.capture)
     sm.create_endpoint_config(**config)

@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--scale-in-cooldown", type=int, default=300, help="seconds (default 300)")
     deploy.add_argument("--scale-out-cooldown", type=int, default=60, help="seconds (default 60)")
     deploy.add_argument("--no-autoscaling", action="store_true")
+    deploy.add_argument("--serverless-memory-mb", type=int,
+                        help="Serverless Inference with this memory (1024..6144) instead of instances: no data "
+                             "capture, no autoscaling to set up, cold starts (docs/sagemaker.md, cost)")
+    deploy.add_argument("--serverless-max-concurrency", type=int, default=10)
     deploy.add_argument("--no-wait", action="store_true",
                         help="return once the endpoint is being created (implies --no-autoscaling)")
 
@@ -156,7 +160,7 @@ def run_train(args, boto_session) -> None:
 
 def run_deploy(args, boto_session) -> None:
     from .sagemaker_deploy import (DEFAULT_INSTANCE_TYPE, CaptureSettings, DeployRequest, ScalingSettings,
-                                   deploy, sam_deploy_line)
+                                   ServerlessSettings, deploy, sam_deploy_line)
 
     endpoint = args.endpoint_name or unique_name("scones-classifier")
     capture = None
@@ -178,7 +182,9 @@ def run_deploy(args, boto_session) -> None:
         model_dir=model_dir, model_data=args.model_data, algorithm=args.algorithm,
         instance_type=args.instance_type or DEFAULT_INSTANCE_TYPE,
         initial_instance_count=args.initial_instance_count, capture=capture, scaling=scaling,
-        wait=not args.no_wait)
+        wait=not args.no_wait,
+        serverless=(ServerlessSettings(args.serverless_memory_mb, args.serverless_max_concurrency)
+                    if args.serverless_memory_mb else None))
     result = deploy(req, boto_session)
     _print_json(result)
     print(f"\nendpoint: {endpoint}\nhand it to the stack:\n  {sam_deploy_line(endpoint)}")

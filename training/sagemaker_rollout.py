@@ -121,17 +121,25 @@ def _switch(sm, endpoint_name: str, package: dict, role: str, deployment: dict, 
     if variant is None:
         raise LaunchError(f"endpoint {endpoint_name} has no variant {VARIANT_NAME}: deployment guardrails need the "
                           "same variant name in the old and the new configuration")
+    if variant.get("ServerlessConfig") and deployment["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["Type"] \
+            == "CANARY":
+        # A canary shifts a share of instances; a serverless endpoint has none: all at once, then a bake with
+        # the same alarms before the old fleet goes.
+        policy = deployment["BlueGreenUpdatePolicy"]
+        bake = policy["TrafficRoutingConfiguration"]["WaitIntervalInSeconds"]
+        policy["TrafficRoutingConfiguration"] = {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0}
+        policy["TerminationWaitInSeconds"] = max(policy["TerminationWaitInSeconds"], bake)
     name = f"{endpoint_name}-v{version}"
     try:
         sm.describe_model(ModelName=name)
     except ClientError:
         sm.create_model(ModelName=name, ExecutionRoleArn=role,
                         Containers=[{"ModelPackageName": package["ModelPackageArn"]}])
+    # The live variant's capacity settings, instances or serverless, with the new model.
+    kept = {k: variant[k] for k in ("InstanceType", "InitialInstanceCount", "ServerlessConfig") if k in variant}
     config = {"EndpointConfigName": name,
-              "ProductionVariants": [{
-                  "VariantName": VARIANT_NAME, "ModelName": name, "InstanceType": variant["InstanceType"],
-                  "InitialInstanceCount": variant.get("InitialInstanceCount", 1),
-                  "InitialVariantWeight": variant.get("InitialVariantWeight", 1.0)}]}
+              "ProductionVariants": [{"VariantName": VARIANT_NAME, "ModelName": name,
+                                      "InitialVariantWeight": variant.get("InitialVariantWeight", 1.0), **kept}]}
     if current.get("DataCaptureConfig"):
         config["DataCaptureConfig"] = current["DataCaptureConfig"]
     try:

@@ -145,3 +145,28 @@ def test_teardown_removes_every_version_it_deployed_and_keeps_the_registry(live,
     assert [c["EndpointConfigName"] for c in sm.list_endpoint_configs()["EndpointConfigs"]] == []
     group = sm.list_model_packages(ModelPackageGroupName=f"{ENDPOINT}-models")["ModelPackageSummaryList"]
     assert [p["ModelPackageArn"] for p in group] == [version["model_package_arn"]]
+
+
+def test_serverless_endpoint_has_no_capture_or_instances_and_updates_all_at_once_with_a_bake(aws, tmp_path, capsys,  # noqa: F811
+                                                                                               monkeypatch):
+    monkeypatch.setattr("boto3.Session", lambda *a, **k: aws.session)
+    updates = FinishedUpdates(aws.session)
+    assert run(aws, *deploy_args(SHIPPED, ENDPOINT, "--serverless-memory-mb", "2048")) == 2
+    assert "serverless endpoints do not support data capture" in capsys.readouterr().err
+    assert run(aws, *deploy_args(SHIPPED, ENDPOINT, "--serverless-memory-mb", "1500", "--no-capture")) == 2
+    assert "1024 to 6144 MB" in capsys.readouterr().err
+
+    assert run(aws, *deploy_args(SHIPPED, ENDPOINT, "--serverless-memory-mb", "2048", "--no-capture")) == 0
+    sm = aws.session.client("sagemaker")
+    [variant] = sm.describe_endpoint_config(EndpointConfigName=ENDPOINT)["ProductionVariants"]
+    assert variant["ServerlessConfig"] == {"MemorySizeInMB": 2048, "MaxConcurrency": 10}
+    assert "InstanceType" not in variant
+    assert "RegisterScalableTarget" not in aws.rec.names()  # it scales by itself
+
+    version = register(tmp_path, SHIPPED, comparison(tmp_path, SHIPPED, "same"), capsys)
+    assert run(aws, "update", "--endpoint-name", ENDPOINT, "--model-package", version["model_package_arn"],
+               "--alarm", ALARMS[0], "--bake-minutes", "40") == 0
+    policy = updates.requests[-1]["DeploymentConfig"]["BlueGreenUpdatePolicy"]
+    assert policy["TrafficRoutingConfiguration"]["Type"] == "ALL_AT_ONCE" and policy["TerminationWaitInSeconds"] == 2400
+    [new] = sm.describe_endpoint_config(EndpointConfigName=updates.requests[-1]["EndpointConfigName"])["ProductionVariants"]
+    assert new["ServerlessConfig"] == variant["ServerlessConfig"]
