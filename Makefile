@@ -63,7 +63,8 @@ $(TWIN_STAMP): requirements-twin.txt | $(BIN)/python
 	$(PIP) install --progress-bar on -r requirements-twin.txt
 	touch $@
 
-$(DEV_STAMP): $(TWIN_STAMP) requirements-dev.txt requirements-sam.txt requirements-checkov.txt package.json package-lock.json
+$(DEV_STAMP): $(TWIN_STAMP) requirements-dev.txt requirements-sam.txt requirements-checkov.txt requirements-torchserve.txt \
+		package.json package-lock.json
 	@echo "==> installing test, training and SageMaker packages into $(VENV) (torch CPU, about 2 GB)"
 	$(PIP) install --progress-bar on -r requirements-dev.txt
 	@echo "==> installing the SAM CLI into $(VENV)/sam-cli"
@@ -75,6 +76,9 @@ $(DEV_STAMP): $(TWIN_STAMP) requirements-dev.txt requirements-sam.txt requiremen
 	test -x $(VENV)/checkov/bin/python || $(PYTHON) -m venv $(VENV)/checkov
 	$(VENV)/checkov/bin/python -m pip --disable-pip-version-check install --progress-bar on -r requirements-checkov.txt
 	ln -sf ../checkov/bin/checkov $(BIN)/checkov
+	@echo "==> installing the SageMaker PyTorch serving toolkit and TorchServe into $(VENV)/torchserve (its test)"
+	test -x $(VENV)/torchserve/bin/python || $(PYTHON) -m venv $(VENV)/torchserve
+	$(VENV)/torchserve/bin/python -m pip --disable-pip-version-check install --progress-bar on -r requirements-torchserve.txt
 	@echo "==> installing asl-validator (npm)"
 	npm ci --no-audit --no-fund
 	touch $@

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import io
 import re
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -33,8 +33,14 @@ VARIANT_NAME = "AllTraffic"
 DEFAULT_INSTANCE_TYPE = "ml.m5.large"
 HANDLER_MODULE = "training.sagemaker_inference"
 CODE_DIR = "code"
-# Installed by the inference container at start-up (torch and numpy are already in the image).
-INFERENCE_REQUIREMENTS = ("onnxruntime>=1.20,<2", "pillow>=10,<14")
+# The inference container (PyTorch 2.6 CPU: Python 3.12 on x86_64) has numpy and Pillow (torchvision's) but
+# not onnxruntime. It ships inside the artifact (code/lib, added to sys.path by the handler) rather than in a
+# code/requirements.txt, which the toolkit would pip-install at every instance start: slow scale-out, and
+# no start at all in a VPC without internet.
+VENDORED = ("onnxruntime>=1.20,<2",)
+CONTAINER_PYTHON = "3.12"
+CONTAINER_PLATFORM = "manylinux_2_28_x86_64"
+LIB_DIR = "lib"
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 ENDPOINT_NAME_PATTERN = re.compile(r"^[a-z0-9](-*[a-z0-9]){0,62}$")  # as template.yaml allows
 TRAINING_DIR = Path(__file__).resolve().parent
@@ -86,6 +92,7 @@ class DeployRequest:
     scaling: ScalingSettings | None = field(default_factory=ScalingSettings)
     wait: bool = True
     serverless: ServerlessSettings | None = None  # instead of instances
+    vendored: Path | None = None  # the handler's dependencies, unpacked for the container (default: pip fetches)
 
 
 # --------------------------------------------------------------------------- packaging
@@ -121,10 +128,29 @@ def _check_model_dir(model_dir: Path) -> None:
         raise LaunchError(f"{model_dir} is not a servable model: {exc}") from exc
 
 
-def package_model(model_dir: Path, dest: Path) -> Path:
-    """model.tar.gz = model_dir's files at the root + code/ (handler, its modules, requirements)."""
+def vendor_dependencies(target: Path, python_version: str = CONTAINER_PYTHON,
+                        platform: str = CONTAINER_PLATFORM) -> Path:
+    """VENDORED's wheels for the container's Python and platform, unpacked into ``target`` (pip, from PyPI or
+    pip's cache: at packaging time, on the machine that deploys)."""
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+               "--only-binary=:all:", "--implementation", "cp", "--python-version", python_version,
+               "--platform", platform, "--target", str(target), *VENDORED]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["pip failed"])[-1]
+        raise LaunchError(f"cannot fetch {', '.join(VENDORED)} for Python {python_version} ({platform}) to ship in "
+                          f"the model: {last}")
+    return target
+
+
+def package_model(model_dir: Path, dest: Path, vendored: Path | None = None) -> Path:
+    """model.tar.gz = model_dir's files at the root + code/ (the handler, its modules, and ``vendored``, the
+    handler's dependencies for the container's Python, as code/lib; fetched with vendor_dependencies when None)."""
     model_dir = Path(model_dir)
     _check_model_dir(model_dir)
+    if vendored is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            return package_model(model_dir, dest, vendor_dependencies(Path(tmp) / LIB_DIR))
     with tarfile.open(dest, "w:gz") as tar:
         for path in sorted(model_dir.rglob("*")):
             rel = path.relative_to(model_dir)
@@ -133,10 +159,9 @@ def package_model(model_dir: Path, dest: Path) -> Path:
         tar.add(TRAINING_DIR / "__init__.py", arcname=f"{CODE_DIR}/training/__init__.py")
         for name in handler_modules():
             tar.add(TRAINING_DIR / f"{name}.py", arcname=f"{CODE_DIR}/training/{name}.py")
-        requirements = ("\n".join(INFERENCE_REQUIREMENTS) + "\n").encode()
-        info = tarfile.TarInfo(f"{CODE_DIR}/requirements.txt")
-        info.size = len(requirements)
-        tar.addfile(info, io.BytesIO(requirements))
+        for path in sorted(Path(vendored).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                tar.add(path, arcname=f"{CODE_DIR}/{LIB_DIR}/{path.relative_to(vendored)}")
     return dest
 
 
@@ -182,7 +207,7 @@ def model_artifact(req: DeployRequest, model_name: str, boto_session) -> str:
             _safe_extract(tmp / "trained.tar.gz", model_dir)
         if model_dir is None:
             raise LaunchError("pass --model-dir (an exported model) or --model-data (a training job's model.tar.gz)")
-        packed = package_model(model_dir, tmp / "model.tar.gz")
+        packed = package_model(model_dir, tmp / "model.tar.gz", req.vendored)
         return _upload_immutable(boto_session, packed, s3_join(req.artifact_uri, "models", model_name))
 
 

@@ -2,10 +2,14 @@
 
 The container (sagemaker-pytorch-inference-toolkit) imports the module named by SAGEMAKER_PROGRAM
 from /opt/ml/model/code and calls model_fn once, then input_fn -> predict_fn -> output_fn per
-request. `sagemaker_deploy.package_model` puts this file, the training modules it imports and a
-requirements.txt (onnxruntime, Pillow) under code/ and sets
-SAGEMAKER_PROGRAM=training.sagemaker_inference (a plain "sagemaker_inference" would collide with
-the toolkit's own package of that name).
+request. `sagemaker_deploy.package_model` puts this file and the training modules it imports under
+code/, with onnxruntime for the container's Python in code/lib (so no pip runs when an instance starts),
+and sets SAGEMAKER_PROGRAM=training.sagemaker_inference (a plain "sagemaker_inference" would collide
+with the toolkit's own package of that name).
+
+Errors answer a short JSON body, {"status": 415, "message": "..."}: the toolkit would append the whole
+Python traceback (file paths, code) to the body, and SageMaker hands the body to the caller. The
+traceback still goes to the endpoint's log.
 
 Contract, the same as training.serve and the built-in algorithm: one image per request
 (image/png, image/jpeg or application/x-image), answer application/json, the list of class
@@ -15,16 +19,43 @@ probabilities in metadata order, e.g. [0.02, 0.98].
 from __future__ import annotations
 
 import json
+import os
+import sys
 
-from .inference import Classifier, ImageTooLargeError, InvalidImageError
+# The dependencies shipped in the artifact (code/lib) come first: the container has no onnxruntime.
+_LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib")
+if os.path.isdir(_LIB) and _LIB not in sys.path:
+    sys.path.insert(0, _LIB)
+
+from .inference import Classifier, ImageTooLargeError, InvalidImageError  # noqa: E402 - after the path
 
 IMAGE_CONTENT_TYPES = ("image/png", "image/jpeg", "application/x-image")
 JSON_CONTENT_TYPE = "application/json"
 
 try:  # inside the container: the toolkit turns these into HTTP status codes
+    from sagemaker_inference import transformer as _transformer
     from sagemaker_inference.errors import BaseInferenceToolkitError as _ErrorBase
 except ImportError:  # elsewhere (tests, local use) the same attributes on a plain exception
-    _ErrorBase = Exception
+    _ErrorBase, _transformer = Exception, None
+
+
+def error_body(status_code: int, message: str) -> str:
+    return json.dumps({"status": status_code, "message": message})
+
+
+def _short_errors(handle_error):
+    """The toolkit's Transformer.handle_error (it logs the traceback and sets the status), answering a short
+    JSON body instead of the message followed by the traceback."""
+    def handle(context, inference_exception, trace):
+        handle_error(context, inference_exception, trace)
+        context.set_response_content_type(0, JSON_CONTENT_TYPE)
+        return [error_body(inference_exception.status_code, inference_exception.message)]
+    handle.wrapped = handle_error
+    return staticmethod(handle)
+
+
+if _transformer is not None and not hasattr(_transformer.Transformer.handle_error, "wrapped"):
+    _transformer.Transformer.handle_error = _short_errors(_transformer.Transformer.handle_error)
 
 
 class RequestError(_ErrorBase):

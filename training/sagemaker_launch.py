@@ -24,6 +24,8 @@ from pathlib import Path
 from .sagemaker_context import LaunchError, resolve_role, s3_join, unique_name
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "model"
+VENDORED_HELP = ("a folder with the handler's dependencies (onnxruntime) unpacked for the container's Python 3.12 "
+                 "on x86_64, shipped in the model (default: pip fetches them while packaging)")
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -91,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Serverless Inference with this memory (1024..6144) instead of instances: no data "
                              "capture, no autoscaling to set up, cold starts (docs/sagemaker.md, cost)")
     deploy.add_argument("--serverless-max-concurrency", type=int, default=10)
+    deploy.add_argument("--vendored", type=Path, help=VENDORED_HELP)
     deploy.add_argument("--no-wait", action="store_true",
                         help="return once the endpoint is being created (implies --no-autoscaling)")
 
@@ -118,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="training.gate's JSON: accepted registers Approved, refused Rejected "
                                "(default: none, PendingManualApproval)")
     register.add_argument("--instance-type", default=None, help="default: ml.m5.large")
+    register.add_argument("--vendored", type=Path, help=VENDORED_HELP)
 
     update = with_role(sub.add_parser("update", help="canary the live endpoint to an Approved version"))
     update.add_argument("--endpoint-name", required=True)
@@ -184,7 +188,8 @@ def run_deploy(args, boto_session) -> None:
         initial_instance_count=args.initial_instance_count, capture=capture, scaling=scaling,
         wait=not args.no_wait,
         serverless=(ServerlessSettings(args.serverless_memory_mb, args.serverless_max_concurrency)
-                    if args.serverless_memory_mb else None))
+                    if args.serverless_memory_mb else None),
+        vendored=args.vendored)
     result = deploy(req, boto_session)
     _print_json(result)
     print(f"\nendpoint: {endpoint}\nhand it to the stack:\n  {sam_deploy_line(endpoint)}")
@@ -220,7 +225,8 @@ def run_register(args, boto_session) -> None:
     from .sagemaker_rollout import register
 
     req = DeployRequest(endpoint_name=args.endpoint_name, role="", artifact_uri=args.artifact_uri,
-                        model_dir=args.model_dir, instance_type=args.instance_type or DEFAULT_INSTANCE_TYPE)
+                        model_dir=args.model_dir, instance_type=args.instance_type or DEFAULT_INSTANCE_TYPE,
+                        vendored=args.vendored)
     result = register(req, boto_session, gate_result=args.gate_result)
     _print_json(result)
     if result["status"] == "Approved":

@@ -162,9 +162,13 @@ def put_lst(s3, key: str, rows: int) -> None:
     s3.put_object(Bucket=BUCKET, Key=key, Body=body.encode())
 
 
+# What `--vendored` ships in code/lib (pip would fetch onnxruntime for the container's Python 3.12 instead).
+VENDORED = Path(__file__).resolve().parent / "vendored-sample"
+
+
 def deploy_args(model_dir: Path, endpoint: str, *extra: str) -> list[str]:
     return ["deploy", "--model-dir", str(model_dir), "--artifact-uri", f"s3://{BUCKET}/scones",
-            "--endpoint-name", endpoint, *extra]
+            "--endpoint-name", endpoint, "--vendored", str(VENDORED), *extra]
 
 
 # --------------------------------------------------------------------------- train
@@ -289,11 +293,12 @@ def test_deploy_creates_endpoint_with_data_capture_and_autoscaling(aws, tmp_path
     assert model["ExecutionRoleArn"] == ROLE
     members = _tar_members(aws.s3, container["ModelDataUrl"])
     assert members["model.onnx"] == (model_dir / "model.onnx").read_bytes()
-    assert {"metadata.json", "code/requirements.txt", "code/training/__init__.py",
-            "code/training/sagemaker_inference.py", "code/training/inference.py",
-            "code/training/preprocess.py"} <= set(members)
+    assert {"metadata.json", "code/training/__init__.py", "code/training/sagemaker_inference.py",
+            "code/training/inference.py", "code/training/preprocess.py"} <= set(members)
     assert not [m for m in members if m.endswith(("train.py", "model_def.py", "sagemaker_launch.py"))]
-    assert b"onnxruntime" in members["code/requirements.txt"]
+    # The dependencies travel in the artifact: no requirements.txt, so no pip when an instance starts.
+    assert "code/requirements.txt" not in members
+    assert members["code/lib/vendored_sample/__init__.py"] == (VENDORED / "vendored_sample" / "__init__.py").read_bytes()
 
     config = aws.rec.one("CreateEndpointConfig")
     variant = config["ProductionVariants"][0]

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from test_sagemaker_launch import BUCKET, REGION, aws, deploy_args, write_tiny_model  # noqa: F401 - aws is a fixture
+from test_sagemaker_launch import (BUCKET, REGION, VENDORED, aws, deploy_args,  # noqa: F401 - aws is a fixture
+                                   write_tiny_model)
 from training import gate
 from training.sagemaker_launch import main
 
@@ -49,7 +50,7 @@ def comparison(tmp_path: Path, challenger: Path, name: str) -> Path:
 
 def register(tmp_path, model_dir: Path, gate_json: Path | None, capsys) -> dict:
     args = ["register", "--endpoint-name", ENDPOINT, "--model-dir", str(model_dir),
-            "--artifact-uri", f"s3://{BUCKET}/scones"]
+            "--artifact-uri", f"s3://{BUCKET}/scones", "--vendored", str(VENDORED)]
     capsys.readouterr()
     assert main(args + (["--gate-result", str(gate_json)] if gate_json else [])) == 0
     out = capsys.readouterr().out
