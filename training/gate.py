@@ -140,10 +140,11 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.gate", description=__doc__.splitlines()[0])
-    p.add_argument("--champion", type=pathlib.Path, default=pathlib.Path("training/model"),
-                   help="the live model's directory (default: the shipped training/model)")
+def add_arguments(p: argparse.ArgumentParser, champion: bool = True) -> None:
+    """The gate's data and tolerance options (shared with `sagemaker_launch promote`)."""
+    if champion:
+        p.add_argument("--champion", type=pathlib.Path, default=pathlib.Path("training/model"),
+                       help="the live model's directory (default: the shipped training/model)")
     p.add_argument("--challenger", type=pathlib.Path, required=True, help="the candidate's directory, e.g. build/model")
     p.add_argument("--split-from", type=pathlib.Path, default=pathlib.Path(STAGED_DATA) / "train",
                    help="training folder whose validation hold-out both models are scored on (default: data/staged/train)")
@@ -156,33 +157,44 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-accuracy-drop", type=float, default=Tolerances.accuracy)
     p.add_argument("--max-automation-drop", type=float, default=Tolerances.automation)
     p.add_argument("--max-ece-rise", type=float, default=Tolerances.ece)
+
+
+def run(args: argparse.Namespace, champion: pathlib.Path) -> dict:
+    """The comparison the options ask for; raises DatasetError, ModelLoadError or FileNotFoundError."""
+    classes = Classifier.load(champion, threads=1).classes
+    items = validation_part(args.split_from, classes, args.val_fraction)
+    sources = [f"{len(items)} validation from {args.split_from}"]
+    for folder in args.data_dir:
+        extra = list_labelled(folder, classes)
+        items += extra
+        sources.append(f"{len(extra)} from {folder}")
+    if args.reviewed_dir:
+        if not (args.reviewed_dir / REVIEWED_MARKER).exists():
+            raise DatasetError(f"{args.reviewed_dir} is not a staged folder of reviewers' labels "
+                               "(python -m training.stage_data --from-manifest)")
+        trained_on = set()
+        for model in (champion, args.challenger):
+            meta = json.loads((model / "metadata.json").read_text())
+            trained_on |= set(meta.get("data", {}).get("reviewed_files_sha256") or [])
+        extra, left_out = reviewed_items(args.reviewed_dir, classes, trained_on)
+        items += extra
+        sources.append(f"{len(extra)} reviewed ({left_out} left out: a model trained on them)")
+    result = compare(champion, args.challenger, items, args.threshold,
+                     Tolerances(args.max_accuracy_drop, args.max_automation_drop, args.max_ece_rise))
+    result["sources"] = ", ".join(sources)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.gate", description=__doc__.splitlines()[0])
+    add_arguments(p)
     p.add_argument("--out", type=pathlib.Path, help="write the comparison here as JSON")
     args = p.parse_args(argv)
     try:
-        classes = Classifier.load(args.champion, threads=1).classes
-        items = validation_part(args.split_from, classes, args.val_fraction)
-        sources = [f"{len(items)} validation from {args.split_from}"]
-        for folder in args.data_dir:
-            extra = list_labelled(folder, classes)
-            items += extra
-            sources.append(f"{len(extra)} from {folder}")
-        if args.reviewed_dir:
-            if not (args.reviewed_dir / REVIEWED_MARKER).exists():
-                raise DatasetError(f"{args.reviewed_dir} is not a staged folder of reviewers' labels "
-                                   "(python -m training.stage_data --from-manifest)")
-            trained_on = set()
-            for model in (args.champion, args.challenger):
-                meta = json.loads((model / "metadata.json").read_text())
-                trained_on |= set(meta.get("data", {}).get("reviewed_files_sha256") or [])
-            extra, left_out = reviewed_items(args.reviewed_dir, classes, trained_on)
-            items += extra
-            sources.append(f"{len(extra)} reviewed ({left_out} left out: a model trained on them)")
-        result = compare(args.champion, args.challenger, items, args.threshold,
-                         Tolerances(args.max_accuracy_drop, args.max_automation_drop, args.max_ece_rise))
+        result = run(args, args.champion)
     except (DatasetError, ModelLoadError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    result["sources"] = ", ".join(sources)
     print(render(result))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@
     python -m training.sagemaker_launch teardown --endpoint-name NAME
     python -m training.sagemaker_launch register --endpoint-name NAME --model-dir build/model --gate-result build/gate.json --artifact-uri s3://B/scones
     python -m training.sagemaker_launch update --endpoint-name NAME --model-package ARN --stack STACK
+    python -m training.sagemaker_launch promote --endpoint-name NAME --challenger build/model --artifact-uri s3://B/scones --stack STACK
     python -m training.sagemaker_launch rollback --endpoint-name NAME
 
 The role comes from --role or $SAGEMAKER_ROLE_ARN, the region from the standard AWS configuration
@@ -21,6 +22,7 @@ import json
 import sys
 from pathlib import Path
 
+from . import gate
 from .sagemaker_context import LaunchError, resolve_role, s3_join, unique_name
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "model"
@@ -133,6 +135,22 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("--bake-minutes", type=int, default=30,
                         help="minutes the canary runs before the rest shifts (default 30: the rate alarms need 15)")
 
+    promote = with_role(sub.add_parser(
+        "promote", help="gate a candidate against the live model, register it, and canary it if it passed",
+        description="The whole safe update: the live model is downloaded from the endpoint and compared with the "
+                    "challenger (training.gate); the challenger is registered Approved or Rejected with the "
+                    "comparison; only an approved one goes on to the canary update. Exit 3: refused."))
+    promote.add_argument("--endpoint-name", required=True)
+    gate.add_arguments(promote, champion=False)
+    promote.add_argument("--artifact-uri", required=True, help="s3:// prefix for the packed model and the comparison")
+    promote.add_argument("--instance-type", default=None, help="default: ml.m5.large")
+    promote.add_argument("--vendored", type=Path, help=VENDORED_HELP)
+    promote_alarms = promote.add_mutually_exclusive_group(required=True)
+    promote_alarms.add_argument("--stack", help="the SAM stack whose alarms roll the canary back")
+    promote_alarms.add_argument("--alarm", action="append", help="an alarm that rolls the canary back (repeatable)")
+    promote.add_argument("--canary-percent", type=int, default=10)
+    promote.add_argument("--bake-minutes", type=int, default=30)
+
     back = with_role(sub.add_parser("rollback", help="return the endpoint to the previous Approved version"))
     back.add_argument("--endpoint-name", required=True)
 
@@ -242,6 +260,36 @@ def run_update(args, boto_session) -> None:
     _print_json(update(args.endpoint_name, args.model_package, resolve_role(args.role), boto_session, canary, alarms))
 
 
+def run_promote(args, boto_session) -> int:
+    import tempfile
+
+    from .sagemaker_deploy import DEFAULT_INSTANCE_TYPE, DeployRequest
+    from .sagemaker_rollout import CanarySettings, live_model_dir, register, stack_alarm_names, update
+
+    alarms = stack_alarm_names(boto_session, args.stack) if args.stack else args.alarm
+    with tempfile.TemporaryDirectory() as tmp:
+        champion = live_model_dir(boto_session, args.endpoint_name, Path(tmp) / "live")
+        try:
+            comparison = gate.run(args, champion)
+        except (gate.DatasetError, gate.ModelLoadError, FileNotFoundError) as exc:
+            raise LaunchError(str(exc)) from None
+        print(gate.render(comparison))
+        gate_json = Path(tmp) / "gate.json"
+        gate_json.write_text(json.dumps(comparison, indent=2) + "\n")
+        req = DeployRequest(endpoint_name=args.endpoint_name, role="", artifact_uri=args.artifact_uri,
+                            model_dir=args.challenger, instance_type=args.instance_type or DEFAULT_INSTANCE_TYPE,
+                            vendored=args.vendored)
+        registered = register(req, boto_session, gate_result=gate_json)
+    if not comparison["accepted"]:
+        print(f"refused: {registered['model_package_arn']} is registered Rejected; the endpoint is unchanged",
+              file=sys.stderr)
+        return gate.EXIT_REFUSED
+    canary = CanarySettings(percent=args.canary_percent, bake_seconds=args.bake_minutes * 60)
+    _print_json(update(args.endpoint_name, registered["model_package_arn"], resolve_role(args.role), boto_session,
+                       canary, alarms))
+    return 0
+
+
 def run_rollback(args, boto_session) -> None:
     from .sagemaker_rollout import rollback
 
@@ -255,7 +303,7 @@ def run_teardown(args, boto_session) -> None:
 
 
 COMMANDS = {"train": run_train, "deploy": run_deploy, "monitor": run_monitor, "register": run_register,
-            "update": run_update, "rollback": run_rollback, "teardown": run_teardown}
+            "update": run_update, "promote": run_promote, "rollback": run_rollback, "teardown": run_teardown}
 
 
 def main(argv: list[str] | None = None, boto_session=None) -> int:
@@ -269,7 +317,7 @@ def main(argv: list[str] | None = None, boto_session=None) -> int:
             import boto3
 
             boto_session = boto3.Session()
-        COMMANDS[args.command](args, boto_session)
+        code = COMMANDS[args.command](args, boto_session)
     except (LaunchError, StageDataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -286,7 +334,7 @@ def main(argv: list[str] | None = None, boto_session=None) -> int:
             raise
         print(f"error: SageMaker: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -168,6 +168,32 @@ def live_package(sm, endpoint_name: str) -> str | None:
     return containers[0].get("ModelPackageName")
 
 
+def live_model_dir(boto_session, endpoint_name: str, dest: Path) -> Path:
+    """The live model (model.onnx, metadata.json), unpacked from the artifact the endpoint serves: the champion."""
+    import tarfile
+
+    from .sagemaker_context import parse_s3_uri
+
+    sm = boto_session.client("sagemaker")
+    live = sm.describe_endpoint(EndpointName=endpoint_name)
+    config = sm.describe_endpoint_config(EndpointConfigName=live["EndpointConfigName"])
+    model = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
+    container = (model.get("Containers") or [model.get("PrimaryContainer") or {}])[0]
+    if container.get("ModelPackageName"):
+        package = sm.describe_model_package(ModelPackageName=container["ModelPackageName"])
+        container = package["InferenceSpecification"]["Containers"][0]
+    if "ModelDataUrl" not in container:
+        raise LaunchError(f"cannot tell which artifact endpoint {endpoint_name} serves")
+    bucket, key = parse_s3_uri(container["ModelDataUrl"])
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = dest / "model.tar.gz"
+    boto_session.client("s3").download_file(bucket, key, str(archive))
+    with tarfile.open(archive) as tar:  # the model files only; the serving code stays packed
+        members = [m for m in tar.getmembers() if m.isfile() and not m.name.startswith("code/")]
+        tar.extractall(dest, members=members, filter="data")
+    return dest
+
+
 def rollback(endpoint_name: str, role: str, boto_session, log: Callable[[str], None] = _progress) -> dict:
     sm = boto_session.client("sagemaker")
     current = live_package(sm, endpoint_name)

@@ -171,3 +171,24 @@ def test_serverless_endpoint_has_no_capture_or_instances_and_updates_all_at_once
     assert policy["TrafficRoutingConfiguration"]["Type"] == "ALL_AT_ONCE" and policy["TerminationWaitInSeconds"] == 2400
     [new] = sm.describe_endpoint_config(EndpointConfigName=updates.requests[-1]["EndpointConfigName"])["ProductionVariants"]
     assert new["ServerlessConfig"] == variant["ServerlessConfig"]
+
+
+def test_promote_gates_against_the_live_model_and_only_an_accepted_candidate_goes_on(live, tmp_path, capsys,
+                                                                                      monkeypatch):
+    monkeypatch.setattr("boto3.Session", lambda *a, **k: live.session)
+    common = ["promote", "--endpoint-name", ENDPOINT, "--artifact-uri", f"s3://{BUCKET}/scones",
+              "--vendored", str(VENDORED), "--split-from", str(SAMPLES), "--val-fraction", "1", "--alarm", ALARMS[0]]
+    weak = write_tiny_model(tmp_path / "weak")
+    assert run(live, *common, "--challenger", str(weak)) == gate.EXIT_REFUSED
+    captured = capsys.readouterr()
+    assert "REFUSED" in captured.out and "registered Rejected; the endpoint is unchanged" in captured.err
+    assert live.updates.requests == []
+
+    same = shutil.copytree(SHIPPED, tmp_path / "same")  # the live model, downloaded, is the champion
+    assert run(live, *common, "--challenger", str(same)) == 0
+    assert "ACCEPTED" in capsys.readouterr().out
+    [request] = live.updates.requests
+    assert request["DeploymentConfig"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["Type"] == "CANARY"
+    sm = live.session.client("sagemaker")
+    packages = sm.list_model_packages(ModelPackageGroupName=f"{ENDPOINT}-models")["ModelPackageSummaryList"]
+    assert sorted(p["ModelApprovalStatus"] for p in packages) == ["Approved", "Rejected"]
