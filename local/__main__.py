@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from client.target import REVIEW_PAGE_PORT, TWIN_ENDPOINT_PORT, TWIN_PORT
+from local.faults import Fault, FaultError
 from local.template import TemplateError
 from local.twin import CREDENTIALS, REGION, ROOT, PortInUseError, Twin, TwinSettings
 
@@ -72,11 +73,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the endpoint writes data capture (default build/twin/capture)")
     parser.add_argument("--parameter", action="append", default=[], metavar="Key=Value",
                         help="template parameter override, as with sam deploy --parameter-overrides")
+    parser.add_argument("--fault", action="append", default=[], metavar="service:Operation:N[:partial]",
+                        help="make the state machine's next N calls of an operation fail (local/faults.py): "
+                             "dynamodb:PutItem:N, sqs:SendMessage:N, events:PutEvents:N:partial")
     parser.add_argument("--verbose", action="store_true", help="also show the emulator's request log")
     args = parser.parse_args(argv)
     try:
         parameters = parse_parameters(args.parameter)
-    except ValueError as exc:
+        faults = [Fault.parse(text) for text in args.fault]
+    except (ValueError, FaultError) as exc:
         parser.error(str(exc))
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)-14s %(message)s", datefmt="%H:%M:%S")
@@ -101,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         twin.stop()
         print(f"cannot start the twin: {exc}", file=sys.stderr)
         return 2
+    for fault in faults:
+        twin.faults.add(fault)
     print(banner(twin), flush=True)
     try:
         while not stopping.wait(0.5):

@@ -27,6 +27,7 @@ from moto.server import ThreadedMotoServer
 from client.target import TWIN_CREDENTIALS, TWIN_PORT, TWIN_REGION
 from local.adapters import LambdaInvokeBridge, StepFunctionsTargetRelay
 from local.deploy import Deployment, deploy
+from local.faults import FaultInjector
 from local.lambda_runtime import LambdaRuntime
 from local.moto_speedups import MotoSpeedups
 from local.moto_strict import StrictMoto
@@ -91,6 +92,7 @@ class Twin:
         self._moto: ThreadedMotoServer | None = None
         self._runtime: LambdaRuntime | None = None
         self._bridge: LambdaInvokeBridge | None = None
+        self.faults = FaultInjector()  # python -m local --fault ...; tests add faults while the twin runs
         self._relay: StepFunctionsTargetRelay | None = None
         self._speedups: MotoSpeedups | None = None
         self._strict: StrictMoto | None = None
@@ -149,6 +151,7 @@ class Twin:
         self._runtime = LambdaRuntime(base_env=base_env, concurrency=s.lambda_concurrency, on_output=self._function_output)
         self._bridge = LambdaInvokeBridge(self._runtime)
         self._bridge.install()
+        self.faults.install()
         self._relay = StepFunctionsTargetRelay(self.client("sqs"), self.client("stepfunctions"))
         events = self.client("events")
         self._relay.install(events)
@@ -168,6 +171,7 @@ class Twin:
             self._watcher.join(timeout=5)
         if self._bridge:
             self._bridge.uninstall()
+            self.faults.uninstall()
         if self._runtime:
             self._runtime.close()
         if self.endpoint:

@@ -1,0 +1,65 @@
+"""Fault injection (local/faults.py): the state machine's own DynamoDB, SQS and EventBridge calls fail, and
+each upload still ends in exactly one true record - or, when the record cannot be written at all, in the
+record dead-letter queue with an alarm's worth of evidence."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from local.faults import Fault, FaultError
+from twin_helpers import sample, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def upload(twin, key: str, photo) -> None:
+    twin.client("s3").put_object(Bucket=twin.outputs["IntakeBucketName"], Key=key, Body=photo.read_bytes())
+
+
+def test_a_throttled_record_write_is_retried_and_the_record_is_true(twin):
+    twin.faults.add(Fault.parse("dynamodb:PutItem:2"))
+    before = twin.faults.injected.get("dynamodb:PutItem", 0)
+    upload(twin, "faults/throttled.png", sample("bicycle", 2))
+    record = wait_for(twin, {"faults/throttled.png"})["faults/throttled.png"]
+    assert record["outcome"] == "classified" and record["label"] == "bicycle"
+    assert twin.faults.injected["dynamodb:PutItem"] - before == 2 and twin.faults.remaining() == 0
+
+
+def test_a_record_that_cannot_be_written_lands_in_the_dead_letter_queue(twin):
+    sqs, url = twin.client("sqs"), twin.outputs["RecordDeadLetterQueueUrl"]
+    twin.faults.add(Fault.parse("dynamodb:PutItem:4"))  # the first try and all 3 retries
+    upload(twin, "faults/unwritable.png", sample("bicycle", 3))
+    deadline, messages = time.monotonic() + 60, []
+    while not messages and time.monotonic() < deadline:
+        messages = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages", [])
+    assert messages, "nothing reached the record dead-letter queue"
+    body = json.loads(messages[0]["Body"])
+    assert body["error"]["Error"] == "DynamoDB.ProvisionedThroughputExceededException"
+    assert body["execution_input"]["detail"]["object"]["key"] == "faults/unwritable.png"
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=messages[0]["ReceiptHandle"])
+    assert twin.faults.remaining() == 0
+
+
+def test_a_failed_review_message_is_retried(twin):
+    twin.faults.add(Fault.parse("sqs:SendMessage:2"))
+    upload(twin, "faults/unsure.png", sample("bicycle", 0))  # 0.85: below the threshold
+    record = wait_for(twin, {"faults/unsure.png"})["faults/unsure.png"]
+    assert record["outcome"] == "needs_review" and record["review_message_id"]
+    assert twin.faults.remaining() == 0
+
+
+def test_a_dispatch_entry_the_bus_refused_is_retried(twin):
+    twin.faults.add(Fault.parse("events:PutEvents:1:partial"))
+    upload(twin, "faults/dispatch.png", sample("motorcycle", 2))
+    record = wait_for(twin, {"faults/dispatch.png"})["faults/dispatch.png"]
+    assert record["outcome"] == "classified" and twin.faults.remaining() == 0
+
+
+@pytest.mark.parametrize("text", ["dynamodb:GetItem:1", "events:PutEvents:1", "sqs:SendMessage:zero",
+                                  "sqs:SendMessage:0", "dynamodb:PutItem"])
+def test_faults_the_twin_cannot_inject_are_refused_in_one_line(text):
+    with pytest.raises(FaultError, match="--fault"):
+        Fault.parse(text)
