@@ -130,6 +130,8 @@ def _decode_and_encode(
 ) -> NormalizedImage:
     if source_format == "HEIF":
         _register_heif()
+    if source_format == "PNG":
+        _check_png_checksums(data, name)
     try:
         # formats=[...]: only the decoder the magic bytes chose may parse the input.
         image = Image.open(io.BytesIO(data), formats=[source_format])
@@ -161,6 +163,20 @@ def _decode_and_encode(
         rgb = rgb.resize(_fit(rgb.size, max_side), Image.Resampling.LANCZOS)
     data_out, content_type, rgb = _encode(rgb, max_base64_chars)
     return NormalizedImage(data_out, content_type, rgb.width, rgb.height, source_format)
+
+
+def _check_png_checksums(data: bytes, name: str) -> None:
+    """A PNG carries a CRC per chunk; Pillow checks the pixel data's only when asked (verify). A mismatch proves
+    the file is not what the camera wrote (damaged in transit or storage), so it is refused and the driver can
+    send it again. JPEG, WebP, GIF and HEIF carry no such checksum: a flipped bit there cannot be told from a
+    real photo, and such a file is classified like any other."""
+    try:
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as probe:
+            probe.verify()
+    except Image.DecompressionBombError:
+        return  # the size check below names it
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise CorruptImageError(f"{name}: PNG is damaged (a chunk's checksum does not match: {exc})") from exc
 
 
 @functools.cache

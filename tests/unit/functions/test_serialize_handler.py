@@ -515,3 +515,25 @@ def test_the_decoded_key_wins_when_it_exists(serialize, s3, lambda_context):
 def test_neither_form_existing_is_not_found(serialize, s3, lambda_context):
     with pytest.raises(serialize.ImageNotFoundError, match="NoSuchKey"):
         serialize.lambda_handler(eventbridge_event("photos/gone+away.png"), lambda_context)
+
+
+def _flip_byte_in_idat(png: bytes) -> bytes:
+    """The PNG with one byte of its compressed pixel data changed, chunk structure and CRC fields untouched."""
+    at = png.index(b"IDAT") + 4 + 20
+    return png[:at] + bytes([png[at] ^ 0x01]) + png[at + 1:]
+
+
+def test_a_png_whose_checksum_does_not_match_is_refused_as_damaged(run):
+    damaged = _flip_byte_in_idat(encode(noise((64, 64)), "PNG"))
+    with pytest.raises(Exception) as caught:
+        run(damaged, key="photos/damaged.png")
+    assert type(caught.value).__name__ == "CorruptImageError"
+    assert "checksum does not match" in str(caught.value)
+
+
+def test_a_jpeg_with_a_flipped_bit_is_classified_like_any_photo(run):
+    # JPEG has no checksum: a bit flipped in its scan data cannot be told from a real photo (see image_normalizer).
+    photo = encode(noise((64, 64)), "JPEG")
+    flipped = photo[:len(photo) // 2] + bytes([photo[len(photo) // 2] ^ 0x10]) + photo[len(photo) // 2 + 1:]
+    result = run(flipped, key="photos/flipped.jpg")
+    assert decode_output(result).size == (64, 64)
