@@ -22,6 +22,7 @@ TRANSIENT_REASONS = frozenset({
     "EndpointUnavailableError", "EndpointThrottledError", "ModelNotReadyError",
     "Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException",
     "Lambda.TooManyRequestsException", "Lambda.ClientExecutionTimeoutException", "Lambda.Unknown",
+    "FunctionTimeout", "FunctionTimeoutOrOutOfMemory",  # a slow endpoint or a cold, busy account: try again
     "States.Timeout", "States.TaskFailed", "EventBridge.FailedEntry", "EventBridge.InternalException",
     "EventBridge.ThrottlingException", "SQS.AmazonSQSException", "SQS.SdkClientException",
 })

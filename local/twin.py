@@ -109,6 +109,10 @@ class Twin:
                             aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
                             config=Config(retries={"mode": "standard", "max_attempts": 3}))
 
+    def function_pool(self, logical_id: str):
+        """The running workers of a function (the template's logical id), e.g. to shorten its timeout."""
+        return self._runtime.find(self.deployment.functions[logical_id].name)
+
     @property
     def outputs(self) -> dict[str, str]:
         return self.deployment.outputs

@@ -4,7 +4,11 @@ record dead-letter queue with an alarm's worth of evidence."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import os
+import signal
 import time
 
 import pytest
@@ -56,6 +60,27 @@ def test_a_dispatch_entry_the_bus_refused_is_retried(twin):
     upload(twin, "faults/dispatch.png", sample("motorcycle", 2))
     record = wait_for(twin, {"faults/dispatch.png"})["faults/dispatch.png"]
     assert record["outcome"] == "classified" and twin.faults.remaining() == 0
+
+
+def test_a_function_that_times_out_is_recorded_as_function_timeout(twin):
+    pool = twin.function_pool("FilterInferenceFunction")
+    configured = pool.function
+    # Its warm workers stop answering (SIGSTOP), as a function stuck past its (shortened) Timeout does; the
+    # runtime kills them at the deadline and starts fresh ones for the next invocation.
+    pool.function = dataclasses.replace(configured, timeout_s=0.5)
+    stuck = pool.pids()
+    for pid in stuck:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        upload(twin, "faults/timeout.png", sample("motorcycle", 3))
+        record = wait_for(twin, {"faults/timeout.png"})["faults/timeout.png"]
+    finally:
+        pool.function = configured
+        for pid in stuck:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    assert record["outcome"] == "failed" and record["reason"] == "FunctionTimeout"
+    assert "timed out" in record["error_detail"]
 
 
 @pytest.mark.parametrize("text", ["dynamodb:GetItem:1", "events:PutEvents:1", "sqs:SendMessage:zero",

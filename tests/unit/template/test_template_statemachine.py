@@ -87,9 +87,13 @@ def test_every_failing_task_ends_in_a_failed_record(machine):
             # The image is dispatched and recorded before it is sampled: a failure costs one audit sample.
             assert catch_all[0]["Next"] == "Classified" and "RecordClassified" in _predecessors(states, name)
             continue
-        target = states[catch_all[0]["Next"]]
-        assert target.get("Resource") == record, f"{name}: errors go to {catch_all[0]['Next']}, not a record"
-        assert target["Parameters"]["Item"]["outcome"] == {"S": "failed"}, name
+        for catch in state["Catch"]:
+            target = states[catch["Next"]]
+            if target["Type"] == "Pass" and catch["Next"].startswith("Name"):  # names the error, then records it
+                target = states[target["Next"]]
+            if catch is catch_all[0] or target.get("Resource") == record:
+                assert target.get("Resource") == record, f"{name}: errors go to {catch['Next']}, not a record"
+                assert target["Parameters"]["Item"]["outcome"] == {"S": "failed"}, name
 
 
 def test_transient_service_errors_are_retried(machine):
@@ -145,3 +149,18 @@ def test_audit_sample_is_sent_to_review_after_its_dispatch_and_record(machine):
     # The page reads the same fields from both kinds of message.
     assert set(body) == set(states["SendToReview"]["Parameters"]["MessageBody"])
     assert states["RecordClassified"]["Parameters"]["Item"]["audit"] == {"BOOL.$": "$.audit"}
+
+
+def test_function_timeouts_and_crashes_are_recorded_under_names_a_user_can_act_on(machine):
+    _, _, definition = machine
+    states = definition["States"]
+    named = {"Sandbox.Timedout": "FunctionTimeout", "Runtime.ExitError": "FunctionCrashed",
+             "Runtime.OutOfMemory": "FunctionCrashed", "Lambda.Unknown": "FunctionTimeoutOrOutOfMemory"}
+    for task in ("SerializeImageData", "ClassifyImage", "FilterLowConfidence"):
+        catches = states[task]["Catch"]
+        assert catches[-1]["ErrorEquals"] == ["States.ALL"]  # the named ones come first
+        for error, name in named.items():
+            (catch,) = [c for c in catches if error in c["ErrorEquals"]]
+            namer = states[catch["Next"]]
+            assert namer["Parameters"] == {"Error": name, "Cause.$": "$.error.Cause"}, task
+            assert namer["ResultPath"] == "$.error" and namer["Next"] == "RecordFailed"
