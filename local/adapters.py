@@ -36,7 +36,7 @@ from local.lambda_runtime import LambdaRuntime
 log = logging.getLogger("twin.adapters")
 
 
-class _RawBody(io.BytesIO):
+class RawBody(io.BytesIO):
     """The raw HTTP body botocore reads a response from (``read`` for streams, ``stream`` for the rest)."""
 
     def stream(self, **_: Any):
@@ -52,7 +52,7 @@ class LambdaInvokeBridge:
     def install(self, session: botocore.session.Session | None = None) -> None:
         """Hook every client made from ``session`` (default: boto3's default session, which moto's Step
         Functions engine uses for its service integrations)."""
-        self._events = (session or _default_botocore_session()).get_component("event_emitter")
+        self._events = (session or default_botocore_session()).get_component("event_emitter")
         self._events.register("before-send.lambda.Invoke", self, unique_id=self._hook_id)
 
     def uninstall(self) -> None:
@@ -74,7 +74,7 @@ class LambdaInvokeBridge:
         if result.function_error:
             headers["X-Amz-Function-Error"] = result.function_error
         payload = json.dumps(result.payload).encode()
-        return AWSResponse(request.url, 200, headers, _RawBody(payload))
+        return AWSResponse(request.url, 200, headers, RawBody(payload))
 
 
 def as_s3_sends_it(event: dict[str, Any]) -> dict[str, Any]:
@@ -85,7 +85,7 @@ def as_s3_sends_it(event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-def _default_botocore_session() -> botocore.session.Session:
+def default_botocore_session() -> botocore.session.Session:
     if boto3.DEFAULT_SESSION is None:
         boto3.setup_default_session()
     return boto3.DEFAULT_SESSION._session

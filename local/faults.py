@@ -23,7 +23,7 @@ from typing import Any
 import botocore.session
 from botocore.awsrequest import AWSResponse
 
-from local.adapters import _RawBody, _default_botocore_session
+from local.adapters import RawBody, default_botocore_session
 
 # (service, operation) -> what a full failure answers: status, error code, protocol's content type
 FULL_FAILURES = {
@@ -80,7 +80,7 @@ class FaultInjector:
             return sum(f.times for f in self._pending)
 
     def install(self, session: botocore.session.Session | None = None) -> None:
-        self._events = (session or _default_botocore_session()).get_component("event_emitter")
+        self._events = (session or default_botocore_session()).get_component("event_emitter")
         for service, operation in [*FULL_FAILURES, *PARTIAL_FAILURES]:
             self._events.register(f"before-send.{EVENT_SERVICE[service]}.{operation}", self,
                                   unique_id=self._hook_id(service, operation))
@@ -109,8 +109,8 @@ class FaultInjector:
             body = {"FailedEntryCount": 1, "Entries": [{"ErrorCode": "InternalFailure",
                                                          "ErrorMessage": "fault injected by the twin"}]}
             return AWSResponse(request.url, 200, {"Content-Type": "application/x-amz-json-1.1"},
-                               _RawBody(json.dumps(body).encode()))
+                               RawBody(json.dumps(body).encode()))
         status, code, content_type = FULL_FAILURES[(service, operation)]
         body = {"__type": code, "message": f"fault injected by the twin ({code})"}
         return AWSResponse(request.url, status, {"Content-Type": content_type, "x-amzn-RequestId": "injected"},
-                           _RawBody(json.dumps(body).encode()))
+                           RawBody(json.dumps(body).encode()))

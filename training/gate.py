@@ -30,7 +30,7 @@ import numpy as np
 
 from .evaluate import THRESHOLD_DEFAULT, DatasetError, compute_metrics, list_labelled
 from .inference import Classifier, InvalidImageError, ModelLoadError
-from .preprocess import REVIEWED_MARKER, STAGED_DATA
+from .preprocess import REVIEWED_MARKER, STAGED_DATA, stratified_split
 
 EXIT_ACCEPTED, EXIT_REFUSED, EXIT_USAGE = 0, 3, 2
 
@@ -52,14 +52,8 @@ def file_sha256(path: pathlib.Path) -> str:
 
 
 def validation_part(folder: pathlib.Path, classes: list[str], fraction: float) -> list[tuple[pathlib.Path, int]]:
-    """The hold-out train.py takes from ``folder`` (training.train.stratified_split's rule)."""
-    items = list_labelled(folder, classes)
-    chosen = []
-    for label in sorted({lab for _, lab in items}):
-        members = sorted((it for it in items if it[1] == label),
-                         key=lambda it: hashlib.sha256(f"{it[0].parent.name}/{it[0].name}".encode()).hexdigest())
-        chosen += members[:max(1, round(len(members) * fraction)) if len(members) > 1 else 0]
-    return sorted(chosen)
+    """The hold-out train.py takes from ``folder`` (the same rule: preprocess.stratified_split)."""
+    return stratified_split(list_labelled(folder, classes), fraction)[1]
 
 
 def reviewed_items(folder: pathlib.Path, classes: list[str], trained_on: set[str]) -> tuple[list, int]:

@@ -9,7 +9,9 @@ Everything after this (upsampling, normalisation) happens inside the exported gr
 
 from __future__ import annotations
 
+import hashlib
 import io
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -26,6 +28,26 @@ def missing_data(path) -> str:
     """The error for a data folder that is not there, naming the command that makes it."""
     return (f"data directory {path} does not exist: stage CIFAR-100 with `make data` (python -m training.stage_data "
             f"--out {STAGED_DATA}), or pass a folder of bicycle/ and motorcycle/ images")
+
+
+# train.py's validation hold-out, and the images training.gate scores both models on.
+def stratified_split(items: list[tuple[Path, int]], val_fraction: float):
+    """Deterministic stratified split: per class, files ordered by sha256("class/name"), first share -> val.
+
+    Depends only on class and file names (not on listing order, seeds or the machine), so the
+    same images are held out everywhere and adding files elsewhere does not reshuffle much.
+    """
+    def key(item):
+        path, label = item
+        return hashlib.sha256(f"{path.parent.name}/{path.name}".encode()).hexdigest()
+
+    train, val = [], []
+    for label in sorted({lab for _, lab in items}):
+        members = sorted((it for it in items if it[1] == label), key=key)
+        n_val = max(1, round(len(members) * val_fraction)) if len(members) > 1 else 0
+        val += members[:n_val]
+        train += members[n_val:]
+    return sorted(train), sorted(val)
 
 
 # Marks a class tree of reviewers' labels (training.stage_data --from-manifest): training data only,

@@ -127,25 +127,6 @@ def list_reviewed(root: pathlib.Path, classes: list[str]) -> list[tuple[pathlib.
             if f.suffix.lower() in preprocess.IMAGE_SUFFIXES]
 
 
-def stratified_split(items: list[tuple[pathlib.Path, int]], val_fraction: float):
-    """Deterministic stratified split: per class, files ordered by sha256("class/name"), first share -> val.
-
-    Depends only on class and file names (not on listing order, seeds or the machine), so the
-    same images are held out everywhere and adding files elsewhere does not reshuffle much.
-    """
-    def key(item):
-        path, label = item
-        return hashlib.sha256(f"{path.parent.name}/{path.name}".encode()).hexdigest()
-
-    train, val = [], []
-    for label in sorted({lab for _, lab in items}):
-        members = sorted((it for it in items if it[1] == label), key=key)
-        n_val = max(1, round(len(members) * val_fraction)) if len(members) > 1 else 0
-        val += members[:n_val]
-        train += members[n_val:]
-    return sorted(train), sorted(val)
-
-
 def data_hash(items: list[tuple[pathlib.Path, int]], classes: list[str]) -> str:
     """sha256 over sorted "class<TAB>file sha256" lines: identifies the data independent of paths."""
     lines = sorted(f"{classes[label]}\t{export.sha256_file(path)}\n" for path, label in items)
@@ -267,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
             raise ValueError(f"validation classes {val_classes} differ from training classes {classes}")
         train_items, split = items, "validation channel"
     else:
-        train_items, val_items = stratified_split(items, args.val_fraction)
+        train_items, val_items = preprocess.stratified_split(items, args.val_fraction)
         split = f"stratified {args.val_fraction:.0%} hold-out of the training folder (sha256 of class/file name order)"
     if not val_items or not train_items:
         raise ValueError(f"need training and validation images, got {len(train_items)} / {len(val_items)} "

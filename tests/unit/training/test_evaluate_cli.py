@@ -44,7 +44,8 @@ def test_ece_is_zero_for_perfectly_calibrated_confidence():
 
 @needs_data
 def test_cli_on_mixed_size_images_ends_with_a_json_line(tmp_path):
-    from training.train import list_images, stratified_split
+    from training.preprocess import stratified_split
+    from training.train import list_images
 
     classes, items = list_images(DATA)
     held_out = stratified_split(items, 0.2)[1]  # never trained on

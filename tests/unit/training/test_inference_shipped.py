@@ -21,7 +21,8 @@ def clf():
 
 def validation_sample(per_class: int = 20):
     """The first images of the held-out validation split (never trained on)."""
-    from training.train import list_images, stratified_split
+    from training.preprocess import stratified_split
+    from training.train import list_images
 
     _, items = list_images(DATA)
     _, val = stratified_split(items, 0.2)

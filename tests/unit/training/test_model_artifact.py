@@ -10,7 +10,8 @@ import torch
 
 from training.inference import DEFAULT_MODEL_DIR, Classifier
 from training.model_def import load_torch_model
-from training.train import NATIVE_SIZE, data_hash, list_images, load_tensors, stratified_split
+from training.preprocess import stratified_split
+from training.train import NATIVE_SIZE, data_hash, list_images, load_tensors
 
 DATA = pathlib.Path(__file__).resolve().parents[3].parent / "shared" / "data" / "cifar100-bikes" / "train"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data set not present at {DATA}")

@@ -6,7 +6,8 @@ import shutil
 
 import pytest
 
-from training.train import data_hash, list_images, stratified_split
+from training.preprocess import stratified_split
+from training.train import data_hash, list_images
 
 DATA = pathlib.Path(__file__).resolve().parents[3].parent / "shared" / "data" / "cifar100-bikes" / "train"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data set not present at {DATA}")
