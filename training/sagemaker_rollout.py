@@ -160,12 +160,16 @@ def update(endpoint_name: str, package_arn: str, role: str, boto_session, canary
     return _switch(sm, endpoint_name, _package(sm, package_arn), role, deployment_config(canary, list(alarm_names)), log)
 
 
-def live_package(sm, endpoint_name: str) -> str | None:
+def live_container(sm, endpoint_name: str) -> dict:
+    """The container definition of the model the endpoint serves (its variant's model's first container)."""
     live = sm.describe_endpoint(EndpointName=endpoint_name)
     config = sm.describe_endpoint_config(EndpointConfigName=live["EndpointConfigName"])
     model = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
-    containers = model.get("Containers") or [model.get("PrimaryContainer") or {}]
-    return containers[0].get("ModelPackageName")
+    return (model.get("Containers") or [model.get("PrimaryContainer") or {}])[0]
+
+
+def live_package(sm, endpoint_name: str) -> str | None:
+    return live_container(sm, endpoint_name).get("ModelPackageName")
 
 
 def live_model_dir(boto_session, endpoint_name: str, dest: Path) -> Path:
@@ -175,10 +179,7 @@ def live_model_dir(boto_session, endpoint_name: str, dest: Path) -> Path:
     from .sagemaker_context import parse_s3_uri
 
     sm = boto_session.client("sagemaker")
-    live = sm.describe_endpoint(EndpointName=endpoint_name)
-    config = sm.describe_endpoint_config(EndpointConfigName=live["EndpointConfigName"])
-    model = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
-    container = (model.get("Containers") or [model.get("PrimaryContainer") or {}])[0]
+    container = live_container(sm, endpoint_name)
     if container.get("ModelPackageName"):
         package = sm.describe_model_package(ModelPackageName=container["ModelPackageName"])
         container = package["InferenceSpecification"]["Containers"][0]
