@@ -12,12 +12,7 @@ from local.moto_strict import StrictMoto
 
 
 @pytest.fixture
-def dynamodb(monkeypatch):
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+def dynamodb(aws_env):
     with mock_aws(), StrictMoto():
         client = boto3.client("dynamodb")
         client.create_table(TableName="t", BillingMode="PAY_PER_REQUEST",

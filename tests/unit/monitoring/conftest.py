@@ -101,11 +101,3 @@ def baseline_path(tmp_path) -> Path:
     return path
 
 
-@pytest.fixture
-def aws_env(monkeypatch):
-    """Fake credentials and no endpoint override, so boto3 talks only to moto."""
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest import capture_files, healthy_probabilities, write_tree
+from drift_report_helpers import capture_files, healthy_probabilities, write_tree
 from monitoring.build import build_report
 from monitoring.report import render_html
 from monitoring.results import needs_review_rate, parse_item

@@ -26,12 +26,7 @@ CLASSES = "bicycle,motorcycle"
 
 
 @pytest.fixture
-def aws(monkeypatch):
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_REGION"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+def aws(aws_env):
     # Atomic conditional writes, as DynamoDB makes them (moto alone lets two racing writers both win).
     with mock_aws(), StrictMoto():
         yield Stack()

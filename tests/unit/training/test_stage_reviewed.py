@@ -25,12 +25,7 @@ def png(colour, size=(40, 30)) -> bytes:
 
 
 @pytest.fixture
-def s3(monkeypatch):
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_REGION"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+def s3(aws_env):
     with mock_aws():
         client = boto3.client("s3")
         client.create_bucket(Bucket="truth")
