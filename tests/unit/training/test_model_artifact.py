@@ -118,3 +118,37 @@ def test_load_torch_model_rejects_a_foreign_onnx_file(tmp_path, metadata):
     (tmp_path / "metadata.json").write_text(json.dumps(metadata))
     with pytest.raises(RuntimeError, match="lacks weights"):
         load_torch_model(tmp_path)
+
+
+def test_reexporting_a_model_keeps_its_answers_and_updates_its_hashes(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL_DIR, model_dir)
+    x = np.random.default_rng(5).random((8, 3, 32, 32), dtype=np.float32)
+    before = Classifier.load(DEFAULT_MODEL_DIR).predict_array(x)
+    run = subprocess.run([sys.executable, "-m", "training.export", str(model_dir)], capture_output=True, text=True,
+                         cwd=pathlib.Path(__file__).resolve().parents[3], timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "largest probability change" in run.stdout
+    metadata = json.loads((model_dir / "metadata.json").read_text())
+    baseline = json.loads((model_dir / "baseline.json").read_text())
+    assert hashlib.sha256((model_dir / "model.onnx").read_bytes()).hexdigest() == metadata["model_sha256"] \
+        == baseline["model_sha256"]
+    np.testing.assert_allclose(Classifier.load(model_dir).predict_array(x), before, atol=1e-5)
+
+
+def test_reexport_refuses_a_graph_that_answers_differently(tmp_path, monkeypatch):
+    import shutil
+
+    from training import export
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL_DIR, model_dir)
+    files = {p.name: p.read_bytes() for p in model_dir.iterdir()}
+    monkeypatch.setattr(export, "REEXPORT_TOLERANCE", -1.0)  # any graph "moves" by more than -1
+    with pytest.raises(RuntimeError, match="left as it was"):
+        export.reexport(model_dir)
+    assert {p.name: p.read_bytes() for p in model_dir.iterdir()} == files

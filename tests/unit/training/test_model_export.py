@@ -72,3 +72,32 @@ def test_pretrained_weights_load_into_the_rebuilt_architecture():
 def test_unknown_weight_dtype_is_refused(tmp_path, trained_looking_net):
     with pytest.raises(ValueError, match="weight dtype"):
         export.export_onnx([trained_looking_net], tmp_path / "m.onnx", 32, True, weights_dtype="bfloat16")
+
+
+@pytest.mark.parametrize("size,kernel,stride", [(160, 3, 2), (80, 5, 2), (81, 5, 2), (40, 5, 1), (5, 1, 1), (1, 3, 2)])
+def test_planned_padding_is_tf_same(size, kernel, stride):
+    """The padding fixed at construction is TensorFlow's "SAME" (the pretrained weights assume it)."""
+    torch.manual_seed(0)
+    layer = model_def.ConvBNAct(4, 6, kernel, stride, in_size=size).eval()
+    x = torch.rand(2, 4, size, size)
+    out_size = -(-size // stride)
+    total = max((out_size - 1) * stride + kernel - size, 0)
+    before, after = total // 2, total - total // 2  # TF puts the odd pixel after
+    with torch.no_grad():
+        expected = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (before, after, before, after)),
+                                              layer.conv.weight, stride=stride)
+        expected = torch.nn.functional.relu6(layer.bn(expected))
+        got = layer(x)
+    assert got.shape[-2:] == (out_size, out_size)
+    torch.testing.assert_close(got, expected)
+
+
+def test_exported_graph_pads_inside_its_convolutions(tmp_path, trained_looking_net):
+    """No Pad nodes (ONNX Runtime would leave its fast conv layout around each); stride-2 Convs pad unevenly."""
+    import onnx
+
+    proto = onnx.load(str(write_dir(tmp_path, trained_looking_net, "float32") / export.MODEL_FILE))
+    ops = [node.op_type for node in proto.graph.node]
+    assert "Pad" not in ops and ops.count("Conv") == 49
+    pads = [list(next(a.ints for a in n.attribute if a.name == "pads")) for n in proto.graph.node if n.op_type == "Conv"]
+    assert [0, 0, 1, 1] in pads  # 3x3 stride 2 on an even size: the extra pixel after, as TF "SAME"
