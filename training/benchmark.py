@@ -1,6 +1,6 @@
 """How fast is the shipped model, and what do ONNX export and the HTTP endpoint cost or gain?
 
-    python -m training.benchmark [--model-dir training/model] [--images N] [--seconds S]
+    python -m training.benchmark [--model-dir training/model] [--images N] [--seconds S] [--rounds R]
 
 Measures, in one run on the same real CIFAR images and the same weights:
 
@@ -11,7 +11,8 @@ Measures, in one run on the same real CIFAR images and the same weights:
 
 Every row includes decoding and preprocessing (Classifier.preprocess, also for PyTorch), so rows
 compare end to end from image bytes. Each measurement classifies up to N images (cycling through
-the set) or stops after S seconds, after two warm-up calls. Prints a table with per-image latency
+the set) or stops after S seconds, after two warm-up calls; every path is measured in each of R rounds
+(alternating paths, so a slow spell of a shared machine affects all of them) and its row sums the rounds. Prints a table with per-image latency
 p50/p95, images/s and the images/s ratio against PyTorch eager at the same batch size (batch 1 for
 the HTTP rows), then one JSON line with the same figures. Timings on a shared machine are noisy:
 compare ratios within one run, not absolute numbers across runs.
@@ -112,12 +113,19 @@ def measure(name: str, call: Callable[[list[bytes]], object], images: list[bytes
     return Result(name, batch, concurrency, len(latencies) * batch, wall, latencies)
 
 
+def _combine(rounds: tuple[Result, ...]) -> Result:
+    """One path's rounds as one measurement: all images over all time, every call's latency."""
+    first = rounds[0]
+    return Result(first.name, first.batch, first.concurrency, sum(r.images for r in rounds),
+                  sum(r.seconds for r in rounds), [ms for r in rounds for ms in r.call_ms])
+
+
 def _slice(images: list[bytes], start: int, size: int) -> list[bytes]:
     return [images[(start + k) % len(images)] for k in range(size)]
 
 
 def run(model_dir: pathlib.Path, images: list[bytes], *, max_images: int, seconds: float,
-        batch_size: int, concurrency: int) -> tuple[list[Result], dict]:
+        batch_size: int, concurrency: int, rounds: int = 1) -> tuple[list[Result], dict]:
     import torch
 
     from training.model_def import load_torch_model
@@ -141,13 +149,13 @@ def run(model_dir: pathlib.Path, images: list[bytes], *, max_images: int, second
                                    - np.asarray(all_cores.predict_many(check))).max())
 
     common = {"max_images": max_images, "seconds": seconds}
-    results = [
-        measure(EAGER, eager, images, **common),
-        measure(EAGER, eager, images, batch=batch_size, **common),
-        measure(ORT_ALL_CORES, lambda b: all_cores.predict(b[0]), images, **common),
-        measure(ORT_ALL_CORES, all_cores.predict_many, images, batch=batch_size, **common),
-        measure(ORT_SERVING, lambda b: classifier.predict(b[0]), images, **common),
-        measure(ORT_SERVING, lambda b: classifier.predict(b[0]), images, concurrency=streams, **common),
+    specs = [
+        (EAGER, eager, {}),
+        (EAGER, eager, {"batch": batch_size}),
+        (ORT_ALL_CORES, lambda b: all_cores.predict(b[0]), {}),
+        (ORT_ALL_CORES, all_cores.predict_many, {"batch": batch_size}),
+        (ORT_SERVING, lambda b: classifier.predict(b[0]), {}),
+        (ORT_SERVING, lambda b: classifier.predict(b[0]), {"concurrency": streams}),
     ]
     with start_endpoint(model_dir, host="127.0.0.1", port=0, endpoint_name="benchmark",
                         workers=max(concurrency, 1), loader=lambda _: classifier) as server:
@@ -166,9 +174,15 @@ def run(model_dir: pathlib.Path, images: list[bytes], *, max_images: int, second
             return client.invoke_endpoint(EndpointName="benchmark", ContentType="image/png",
                                           Body=batch[0])["Body"].read()
 
-        results.append(measure("http endpoint (boto3)", invoke, images, **common))
+        specs.append(("http endpoint (boto3)", invoke, {}))
         if concurrency > 1:
-            results.append(measure("http endpoint (boto3)", invoke, images, concurrency=concurrency, **common))
+            specs.append(("http endpoint (boto3)", invoke, {"concurrency": concurrency}))
+        # Rounds alternate the paths, so a slow spell of a shared machine lands on all of them alike.
+        per_round = []
+        for round_number in range(1, rounds + 1):
+            print(f"  round {round_number} of {rounds}", file=sys.stderr, flush=True)
+            per_round.append([measure(name, call, images, **options, **common) for name, call, options in specs])
+    results = [_combine(same_path) for same_path in zip(*per_round)]
     for r in results:
         if r.name != EAGER:
             r.baseline_batch = r.batch  # HTTP rows send one image per request: batch 1
@@ -217,9 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=8.0, help="time cap per measurement (default 8; 6 measurements)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size of the batched rows (default 32)")
     p.add_argument("--concurrency", type=int, default=8, help="parallel HTTP clients of the last row (default 8)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="times every path is measured, alternating; rows sum the rounds (default 3)")
     args = p.parse_args(argv)
-    if args.images < 1 or args.seconds <= 0 or args.batch_size < 1 or args.concurrency < 1:
-        p.error("--images, --seconds, --batch-size and --concurrency must be positive")
+    if min(args.images, args.batch_size, args.concurrency, args.rounds) < 1 or args.seconds <= 0:
+        p.error("--images, --seconds, --batch-size, --concurrency and --rounds must be positive")
     model_dir = REPO_ROOT / args.model_dir  # an absolute --model-dir stays as it is
     data_dir = REPO_ROOT / args.data_dir
     try:
@@ -231,8 +247,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{os.cpu_count()} CPUs (timings are noisy when the machine is shared)", file=sys.stderr, flush=True)
     started = time.perf_counter()
     results, info = run(model_dir, images, max_images=args.images, seconds=args.seconds,
-                        batch_size=args.batch_size, concurrency=args.concurrency)
+                        batch_size=args.batch_size, concurrency=args.concurrency, rounds=args.rounds)
     header = {"model_dir": args.model_dir, "data_dir": args.data_dir, "distinct_images": len(images),
+              "rounds": args.rounds,
               "cpus": os.cpu_count(), "total_seconds": round(time.perf_counter() - started, 1)}
     print(report(results, info, header), flush=True)
     return 0

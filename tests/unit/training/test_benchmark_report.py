@@ -19,7 +19,7 @@ SAMPLES = pathlib.Path(__file__).resolve().parents[3] / "local" / "sample_images
 def test_tiny_run_prints_table_and_json(capsys):
     before = set(threading.enumerate())
     code = benchmark.main(["--model-dir", str(MODEL_DIR), "--data-dir", str(SAMPLES), "--images", "4", "--seconds", "5",
-                           "--batch-size", "2", "--concurrency", "2"])
+                           "--batch-size", "2", "--concurrency", "2", "--rounds", "2"])
     out = capsys.readouterr().out.strip().splitlines()
     assert code == 0
     assert out[0].split()[:3] == ["path", "batch", "conc"]
@@ -31,7 +31,7 @@ def test_tiny_run_prints_table_and_json(capsys):
                          ("onnxruntime 1 thread", 1, 1), ("onnxruntime 1 thread", 1, streams),
                          ("http endpoint (boto3)", 1, 1), ("http endpoint (boto3)", 1, 2)}
     for row in rows.values():
-        assert row["images"] >= 1 and row["images_per_s"] > 0
+        assert row["images"] == 2 * 4 and row["images_per_s"] > 0  # 4 images in each of 2 rounds
         assert row["p50_ms_per_image"] <= row["p95_ms_per_image"]
     assert rows[("pytorch eager", 1, 1)]["ratio_vs_pytorch_eager"] == 1.0
     eager_b1 = rows[("pytorch eager", 1, 1)]

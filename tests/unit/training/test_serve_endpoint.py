@@ -351,3 +351,35 @@ def test_cli_reports_a_missing_model_clearly(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "cannot load the model" in proc.stderr
+
+
+class _CountingClassifier:
+    """The real classifier, slowed a little, counting how many predictions run at once."""
+
+    def __init__(self, inner):
+        self.inner, self.running, self.most = inner, 0, 0
+        self._lock = threading.Lock()
+
+    def predict(self, image):
+        with self._lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            time.sleep(0.05)
+            return self.inner.predict(image)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+def test_requests_beyond_the_cores_wait_for_a_model_run_and_all_succeed(classifier):
+    """8 concurrent requests on one-thread sessions: as many model runs at once as cores, no more, none lost."""
+    counting = _CountingClassifier(classifier)
+    with start_endpoint(MODEL_DIR, port=0, endpoint_name=ENDPOINT, workers=8, loader=lambda _: counting) as s:
+        assert s.model_runs == (os.cpu_count() or 1)  # one-thread sessions (the default): one run per core
+        client = _runtime(s.url)
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda i: client.invoke_endpoint(
+                EndpointName=ENDPOINT, ContentType="image/png", Body=_cifar("bicycle", i % 5)), range(16)))
+    assert all(a["ResponseMetadata"]["HTTPStatusCode"] == 200 for a in answers)
+    assert counting.most == s.model_runs
