@@ -2,7 +2,8 @@
 
 Three sources, each started again as a new execution of the stack's state machine:
 - records that ended `failed` for a transient reason (the endpoint was down or throttled, Lambda or Step
-  Functions had a passing fault): started with the direct input {s3_bucket, s3_key};
+  Functions had a passing fault): started with {s3_bucket, s3_key, uploaded_at, upload}, the upload the record
+  describes, so the new execution may replace that record but never a newer upload's;
 - the rule's dead-letter queue: upload events EventBridge could not deliver, started as they are;
 - the record dead-letter queue: executions whose outcome could not be written, started with their input.
 A message is deleted only after its execution has started.
@@ -50,7 +51,7 @@ def redrive(target, *, dry_run: bool = False, log: Callable[[str], None] = lambd
 
     for item in scan_results(target.client("dynamodb"), target.table):
         if item.get("outcome") == "failed" and item.get("reason") in TRANSIENT_REASONS:
-            start({"s3_bucket": item["bucket"], "s3_key": item["key"]})
+            start(redrive_input(item))
             done.failed_records.append(item["key"])
             log(f"failed ({item['reason']}): s3://{item['bucket']}/{item['key']}")
     done.rule_dead_letters = _drain(sqs, target.outputs["RuleDeadLetterQueueUrl"], start, dry_run,
@@ -58,6 +59,14 @@ def redrive(target, *, dry_run: bool = False, log: Callable[[str], None] = lambd
     done.record_dead_letters = _drain(sqs, target.outputs["RecordDeadLetterQueueUrl"], start, dry_run,
                                       lambda body: body["execution_input"])
     return done
+
+
+def redrive_input(record: dict[str, Any]) -> dict[str, Any]:
+    """The state machine's input that runs a failed record's upload again."""
+    execution_input = {"s3_bucket": record["bucket"], "s3_key": record["key"]}
+    if record.get("upload") and record.get("uploaded_at"):  # records written before uploads were named lack it
+        execution_input |= {"uploaded_at": record["uploaded_at"], "upload": json.loads(record["upload"])}
+    return execution_input
 
 
 def _drain(sqs, queue_url: str, start: Callable[[dict], None], dry_run: bool,

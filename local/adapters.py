@@ -9,7 +9,8 @@
    machine for every event that lands there, honouring the target's RetryPolicy and DeadLetterConfig.
 
 3. moto's S3 "Object Created" events carry the literal object key; S3 URL-encodes it ('a b.png' arrives
-   as 'a+b.png'), so the relay encodes it the same way before starting the state machine.
+   as 'a+b.png'), so the relay encodes it the same way (and names the entity tag 'etag', as EventBridge
+   does) before starting the state machine.
 
 tests/integration/test_twin_adapters.py fails if a moto upgrade changes what these rely on.
 """
@@ -78,10 +79,14 @@ class LambdaInvokeBridge:
 
 
 def as_s3_sends_it(event: dict[str, Any]) -> dict[str, Any]:
-    """moto puts the literal key in S3 events; S3 URL-encodes it (form encoding: space -> '+')."""
+    """moto puts the literal key in S3 events; S3 URL-encodes it (form encoding: space -> '+'). moto also
+    spells the object's entity tag 'eTag' where EventBridge's S3 events say 'etag'."""
     detail = event.get("detail", {})
-    if event.get("source") == "aws.s3" and isinstance(detail.get("object", {}).get("key"), str):
-        detail["object"]["key"] = quote_plus(detail["object"]["key"], safe="/")
+    obj = detail.get("object", {})
+    if event.get("source") == "aws.s3" and isinstance(obj.get("key"), str):
+        obj["key"] = quote_plus(obj["key"], safe="/")
+        if "eTag" in obj:
+            obj["etag"] = obj.pop("eTag")
     return event
 
 

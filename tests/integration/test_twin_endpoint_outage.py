@@ -73,6 +73,7 @@ def test_an_outage_longer_than_the_retries_costs_time_not_images(twin, capsys):
     assert {r["outcome"] for r in records.values()} <= {"classified", "needs_review"}
     for key, record in records.items():
         assert record["execution_arn"] != stranded[key]["execution_arn"]  # a new execution wrote it
+        assert record["upload"] == stranded[key]["upload"]  # ... for the same upload, which it could replace
     # Nothing transient is left to re-drive.
     assert main(["redrive", "--port", port, "--dry-run"]) == 0
     assert "would start 0 executions" in capsys.readouterr().out

@@ -117,8 +117,10 @@ def test_an_outcome_that_cannot_be_written_goes_to_the_record_dead_letter_queue(
     assert len(records) == 3
     for name in records:
         assert any("DynamoDB.ThrottlingException" in r["ErrorEquals"] for r in states[name]["Retry"]), name
-        assert states[name]["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.record_error",
-                                          "Next": "SendToRecordDeadLetter"}], name
+        # only a newer upload's record may stop the write (it ends superseded); everything else is the queue's
+        assert states[name]["Catch"] == [
+            {"ErrorEquals": ["DynamoDB.ConditionalCheckFailedException"], "ResultPath": None, "Next": "Superseded"},
+            {"ErrorEquals": ["States.ALL"], "ResultPath": "$.record_error", "Next": "SendToRecordDeadLetter"}], name
     send = states["SendToRecordDeadLetter"]
     assert send["Resource"] == "arn:aws:states:::sqs:sendMessage"
     assert send["Parameters"]["QueueUrl"] == "${RecordDeadLetterQueueUrl}"
@@ -164,3 +166,24 @@ def test_function_timeouts_and_crashes_are_recorded_under_names_a_user_can_act_o
             namer = states[catch["Next"]]
             assert namer["Parameters"] == {"Error": name, "Cause.$": "$.error.Cause"}, task
             assert namer["ResultPath"] == "$.error" and namer["Next"] == "RecordFailed"
+
+
+def test_a_record_is_written_only_over_an_older_upload_of_its_key(machine):
+    """Executions of one key finish in any order; the record keeps the newest upload (S3's sequencer)."""
+    _, _, definition = machine
+    states = definition["States"]
+    for name in ("RecordClassified", "RecordNeedsReview", "RecordFailed"):
+        params = states[name]["Parameters"]
+        assert params["Item"]["sequencer"] == {"S.$": "$.upload.sequencer"}, name
+        assert params["Item"]["upload"] == {"S.$": "States.JsonToString($.upload)"}, name
+        assert params["ConditionExpression"] == "attribute_not_exists(#sequencer) OR #sequencer <= :sequencer", name
+        assert params["ExpressionAttributeValues"] == {":sequencer": {"S.$": "$.upload.sequencer"}}, name
+        # a condition failure is not a fault to retry
+        assert not any("DynamoDB.ConditionalCheckFailedException" in r["ErrorEquals"] for r in states[name]["Retry"])
+    # every way in names the upload: the event's object, a re-drive's recorded upload, or '0' (no upload known)
+    assert states["FromEventBridgeEvent"]["Parameters"]["upload.$"] == (
+        "States.JsonMerge($.upload_defaults, $.detail.object, false)")
+    assert states["UploadDefaults"]["Result"] == {"sequencer": "0"}
+    assert states["FromRedriveInput"]["Parameters"]["upload.$"] == "$.upload"
+    assert states["FromDirectInput"]["Parameters"]["upload"] == {"sequencer": "0"}
+    assert states["Superseded"]["Type"] == "Pass" and states["Superseded"]["End"] is True
