@@ -30,7 +30,7 @@ def test_stopped_endpoint_gives_failed_records_after_retries_then_recovers(twin)
         history = sfn.get_execution_history(executionArn=record["execution_arn"], maxResults=1000)["events"]
         attempts = [e for e in history if e["type"] == "TaskFailed"
                     and e["taskFailedEventDetails"]["error"] == "EndpointUnavailableError"]
-        assert len(attempts) == 6  # the first try and the ASL's five retries
+        assert len(attempts) == 5  # the first try and the ASL's four retries
         assert sfn.describe_execution(executionArn=record["execution_arn"])["status"] == "FAILED"
 
     twin.restart_endpoint()
