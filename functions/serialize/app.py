@@ -3,12 +3,16 @@
 Input: the EventBridge S3 "Object Created" event, or the workflow state
 {"s3_bucket", "s3_key", ...} (the original contract; the state machine also normalises
 the EventBridge event into this shape). Output: the state plus image_data and its
-description. Every failure is a named exception: Step Functions sees the class name.
+description. The upload's own faults (missing, empty, too large, not an image, damaged, a bomb)
+are answered as the state plus "error": {"Error": <name>, "Cause": <JSON>} under the literal key,
+which only this function decodes; anything else (a bad event, S3 refusing) raises a named
+exception, and Step Functions sees the class name.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 from typing import Any, Literal
 from urllib.parse import unquote_plus
@@ -49,6 +53,12 @@ class ImageNotFoundError(Exception):
 
 class ImageTooLargeError(Exception):
     """The object is bigger than MAX_IMAGE_BYTES."""
+
+
+# The upload's own faults. Answered rather than raised: a raised error leaves the state machine with only
+# the key as EventBridge delivered it (URL-encoded), and the record must name the literal key.
+UPLOAD_FAULTS = (ImageNotFoundError, ImageTooLargeError, EmptyImageError, UnsupportedImageTypeError,
+                 CorruptImageError, DecompressionBombError)
 
 
 def _env_int(name: str, default: int, minimum: int, maximum: int) -> int:
@@ -176,6 +186,11 @@ def read_image(bucket: str, key: str) -> bytes:
     return body.read()
 
 
+def _reject(exc: Exception) -> None:
+    logger.warning("image rejected", extra={"reason": type(exc).__name__, "detail": str(exc)})
+    _record_rejection(type(exc).__name__)
+
+
 def _record_rejection(reason: str) -> None:
     with single_metric(
         name="ImagesRejected",
@@ -205,9 +220,13 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
             key = state["s3_key"] = delivered
             logger.append_keys(s3_key=key)
         image = normalize(data, max_pixels=MAX_IMAGE_PIXELS, max_side=MAX_OUTPUT_SIDE, name=f"s3://{bucket}/{key}")
+    except UPLOAD_FAULTS as exc:
+        _reject(exc)
+        name = type(exc).__name__
+        return {**state, "s3_bucket": bucket, "s3_key": key,
+                "error": {"Error": name, "Cause": json.dumps({"errorType": name, "errorMessage": str(exc)})}}
     except Exception as exc:
-        logger.warning("image rejected", extra={"reason": type(exc).__name__, "detail": str(exc)})
-        _record_rejection(type(exc).__name__)
+        _reject(exc)
         raise
 
     encoded = base64.b64encode(image.data).decode("ascii")
