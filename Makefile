@@ -22,7 +22,7 @@ DATA_DIR ?= data/staged
 TRAIN_DATA ?= $(DATA_DIR)/train
 EVAL_DATA ?= $(DATA_DIR)/test
 
-.PHONY: help venv venv-dev browser test lint build demo demo-drift local review requeue submit results data train evaluate serve \
+.PHONY: help venv venv-dev browser test test-reliability lint build demo demo-drift local review requeue submit results data train evaluate serve \
         benchmark benchmark-twin benchmark-cold-start deploy delete logs traces clean
 
 help:
@@ -35,6 +35,7 @@ help:
 	@echo "  make review      the review page for uncertain photos (twin, or STACK=name)"
 	@echo "  make requeue     send every undecided record's review message again"
 	@echo "  make test        the test suite (offline; installs chromium with apt-get)"
+	@echo "  make test-reliability   the reliability suite alone (bad uploads, faults)"
 	@echo "  make browser     just install chromium for the review page's browser test"
 	@echo "  make lint        cfn-lint, checkov, sam validate --lint, asl-validator"
 	@echo "Model:"
@@ -92,6 +93,10 @@ browser:
 
 test: $(DEV_STAMP) browser
 	PATH="$(SAM_PATH)" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The promise of one true record per upload alone: the upload corpus, 1,000 uploads, overwrites, outages, faults.
+test-reliability: $(DEV_STAMP)
+	$(BIN)/python -m pytest -m reliability $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)
 	$(BIN)/cfn-lint template.yaml

@@ -76,8 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault", action="append", default=[], metavar="service:Operation:N[:partial]",
                         help="make the state machine's next N calls of an operation fail (local/faults.py): "
                              "dynamodb:PutItem:N, sqs:SendMessage:N, events:PutEvents:N:partial")
+    parser.add_argument("--endpoint-down", type=float, metavar="SECONDS",
+                        help="start with the endpoint down; it comes back by itself after SECONDS (an outage to "
+                             "watch the retries, the failed records and python -m client redrive at work)")
     parser.add_argument("--verbose", action="store_true", help="also show the emulator's request log")
     args = parser.parse_args(argv)
+    if args.endpoint_down is not None and args.endpoint_down <= 0:
+        parser.error("--endpoint-down takes a positive number of seconds")
     try:
         parameters = parse_parameters(args.parameter)
         faults = [Fault.parse(text) for text in args.fault]
@@ -108,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for fault in faults:
         twin.faults.add(fault)
+    if args.endpoint_down:
+        twin.take_endpoint_down(args.endpoint_down)
     print(banner(twin), flush=True)
     try:
         while not stopping.wait(0.5):

@@ -89,6 +89,7 @@ class Twin:
         self.metrics: list[dict[str, Any]] = []  # every EMF document the functions printed
         self.deployment: Deployment | None = None
         self.endpoint: EndpointServer | None = None
+        self._endpoint_recovery: threading.Timer | None = None
         self._moto: ThreadedMotoServer | None = None
         self._runtime: LambdaRuntime | None = None
         self._bridge: LambdaInvokeBridge | None = None
@@ -169,6 +170,8 @@ class Twin:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._endpoint_recovery:
+            self._endpoint_recovery.cancel()
         if self._relay:
             self._relay.stop()
         if self._watcher:
@@ -192,6 +195,22 @@ class Twin:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+    def take_endpoint_down(self, seconds: float) -> None:
+        """An endpoint outage: the endpoint stops now and comes back by itself after ``seconds``, on its port."""
+        if seconds <= 0:
+            raise ValueError(f"an outage lasts a positive number of seconds, got {seconds}")
+        self.endpoint.stop()
+        log.warning("endpoint %s is down; it comes back in %.0f s", self.endpoint.endpoint_name, seconds)
+        self._endpoint_recovery = threading.Timer(seconds, self._recover_endpoint)
+        self._endpoint_recovery.daemon = True
+        self._endpoint_recovery.start()
+
+    def _recover_endpoint(self) -> None:
+        if self._stop.is_set():
+            return
+        self.restart_endpoint()
+        log.warning("endpoint %s is back at %s", self.endpoint.endpoint_name, self.endpoint.url)
 
     def restart_endpoint(self) -> None:
         """Bring the endpoint back on the same port after ``self.endpoint.stop()``."""

@@ -16,7 +16,7 @@ import pytest
 from local.faults import Fault, FaultError
 from twin_helpers import sample, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 
 def upload(twin, key: str, photo) -> None:

@@ -7,7 +7,11 @@ import json
 import time
 import uuid
 
+import pytest
+
 from twin_helpers import sample, wait_for
+
+pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 KEY = "overwrites/driver 7.png"
 
