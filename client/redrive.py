@@ -26,6 +26,8 @@ TRANSIENT_REASONS = frozenset({
     "FunctionTimeout", "FunctionTimeoutOrOutOfMemory",  # a slow endpoint or a cold, busy account: try again
     "States.Timeout", "States.TaskFailed", "EventBridge.FailedEntry", "EventBridge.InternalException",
     "EventBridge.ThrottlingException", "SQS.AmazonSQSException", "SQS.SdkClientException",
+    # not transient, but once the role's permission is fixed a re-run succeeds
+    "ImageAccessDeniedError", "Lambda.AccessDeniedException",
 })
 
 

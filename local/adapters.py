@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import quote_plus, unquote
 
 import boto3
@@ -47,8 +47,10 @@ class RawBody(io.BytesIO):
 class LambdaInvokeBridge:
     """A ``before-send.lambda.Invoke`` handler: returning a response there skips the HTTP request."""
 
-    def __init__(self, runtime: LambdaRuntime):
+    def __init__(self, runtime: LambdaRuntime, authorize: Callable[[Any, str, str], str | None] | None = None):
         self.runtime = runtime
+        # (request, action, resource) -> why IAM refuses it, or None: the check AWS makes before invoking
+        self.authorize = authorize
 
     def install(self, session: botocore.session.Session | None = None) -> None:
         """Hook every client made from ``session`` (default: boto3's default session, which moto's Step
@@ -68,6 +70,11 @@ class LambdaInvokeBridge:
         pool = self.runtime.find(unquote(function_name))
         if pool is None:
             return None  # not one of ours: let the request go to moto as usual
+        refused = self.authorize and self.authorize(request, "lambda:InvokeFunction", pool.function.arn)
+        if refused:
+            return AWSResponse(request.url, 403, {"Content-Type": "application/json", "x-amzn-RequestId": str(uuid.uuid4()),
+                                                  "x-amzn-ErrorType": "AccessDeniedException"},
+                               RawBody(json.dumps({"Type": "User", "message": refused}).encode()))
         body = request.body or b"{}"
         event = json.loads(body.decode() if isinstance(body, bytes) else body or "{}")
         result = pool.invoke(event)

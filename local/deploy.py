@@ -1,11 +1,14 @@
 """Create a transformed template's resources in the emulated AWS services, as CloudFormation would.
 
-Only the resource types the workflow needs at run time are created; the rest (IAM, alarms, dashboard,
-SNS, log groups, policies) are listed as not emulated. Functions are handed to the local Lambda runtime.
+Only the resource types the workflow needs at run time are created; the rest (alarms, dashboard, SNS,
+log groups, managed policies) are listed as not emulated. Functions are handed to the local Lambda runtime
+with temporary credentials of their own IAM role, as Lambda gives them (moto checks those calls against the
+role's policies: local/moto_strict.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -16,8 +19,8 @@ from local.template import Stack, state_machine_definition
 
 log = logging.getLogger("twin.deploy")
 
-CREATED_TYPES = ("AWS::S3::Bucket", "AWS::SQS::Queue", "AWS::DynamoDB::Table", "AWS::Lambda::Function",
-                 "AWS::StepFunctions::StateMachine", "AWS::Events::Rule")
+CREATED_TYPES = ("AWS::IAM::Role", "AWS::S3::Bucket", "AWS::SQS::Queue", "AWS::DynamoDB::Table",
+                 "AWS::Lambda::Function", "AWS::StepFunctions::StateMachine", "AWS::Events::Rule")
 
 
 @dataclass
@@ -26,6 +29,8 @@ class Deployment:
     outputs: dict[str, str]
     functions: dict[str, LocalFunction] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # logical id -> type
+    # logical id -> temporary credentials of the state machine's role (what it acts with, as in Step Functions)
+    state_machine_credentials: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def deploy(stack: Stack, clients, runtime: LambdaRuntime) -> Deployment:
@@ -34,6 +39,8 @@ def deploy(stack: Stack, clients, runtime: LambdaRuntime) -> Deployment:
     for lid, resource in stack.resources.items():
         if resource["Type"] not in CREATED_TYPES:
             deployment.skipped[lid] = resource["Type"]
+    for lid in stack.of_type("AWS::IAM::Role"):
+        _role(clients("iam"), stack.physical_ids[lid], stack.properties(lid))
     for lid in stack.of_type("AWS::S3::Bucket"):
         _bucket(clients("s3"), stack.physical_ids[lid], stack.properties(lid))
     # Dead-letter queues first: a redrive policy names its target queue, which must exist.
@@ -51,6 +58,12 @@ def deploy(stack: Stack, clients, runtime: LambdaRuntime) -> Deployment:
                                          BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"))
     for lid in stack.of_type("AWS::Lambda::Function"):
         function = _function(stack, lid)
+        role = stack.properties(lid).get("Role")
+        if role:
+            credentials = clients("sts").assume_role(RoleArn=role, RoleSessionName=function.name[:64])["Credentials"]
+            function = dataclasses.replace(function, credentials={
+                "AWS_ACCESS_KEY_ID": credentials["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
+                "AWS_SESSION_TOKEN": credentials["SessionToken"]})
         runtime.add(function)
         deployment.functions[lid] = function
     for lid in stack.of_type("AWS::StepFunctions::StateMachine"):
@@ -58,6 +71,8 @@ def deploy(stack: Stack, clients, runtime: LambdaRuntime) -> Deployment:
         clients("stepfunctions").create_state_machine(
             name=stack.physical_ids[lid], definition=state_machine_definition(stack, lid), roleArn=props["RoleArn"],
             type=props.get("StateMachineType", "STANDARD"))
+        deployment.state_machine_credentials[lid] = clients("sts").assume_role(
+            RoleArn=props["RoleArn"], RoleSessionName=stack.physical_ids[lid][:64])["Credentials"]
     for lid in stack.of_type("AWS::Events::Rule"):
         props = stack.properties(lid)
         events = clients("events")
@@ -71,6 +86,17 @@ def deploy(stack: Stack, clients, runtime: LambdaRuntime) -> Deployment:
              len(stack.resources) - len(deployment.skipped), len(deployment.skipped),
              ", ".join(sorted(set(deployment.skipped.values()))))
     return deployment
+
+
+def _role(iam, name: str, props: dict[str, Any]) -> None:
+    """The role and its inline policies (what the twin's checks read); AWS managed policies only grant logs and
+    X-Ray here, which the twin does not emulate."""
+    iam.create_role(RoleName=name, Path=props.get("Path", "/"),
+                    AssumeRolePolicyDocument=json.dumps(props["AssumeRolePolicyDocument"]))
+    for policy in props.get("Policies", []):
+        # SAM's policy templates leave out Version, which IAM accepts (as 2008-10-17) and moto refuses.
+        document = {"Version": "2012-10-17", **policy["PolicyDocument"]}
+        iam.put_role_policy(RoleName=name, PolicyName=policy["PolicyName"], PolicyDocument=json.dumps(document))
 
 
 def _bucket(s3, name: str, props: dict[str, Any]) -> None:

@@ -34,6 +34,8 @@ class LocalFunction:
     environment: dict[str, str]
     timeout_s: float
     memory_mb: int
+    # What Lambda puts in the environment for the execution role: temporary credentials of that role.
+    credentials: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -50,7 +52,7 @@ class _Worker:
         read_fd, write_fd = os.pipe()
         # An empty value in the template means "not set" to botocore, so the twin's endpoints stay.
         declared = {k: v for k, v in function.environment.items() if v != "" or k not in base_env}
-        env = {**base_env, **declared,
+        env = {**base_env, **declared, **function.credentials,
                "AWS_LAMBDA_FUNCTION_NAME": function.name,
                "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_mb),

@@ -133,8 +133,9 @@ class Twin:
             _ensure_free(s.endpoint_port, "endpoint_port")
         # moto's Step Functions engine calls the other services over HTTP on MOTO_PORT, with boto3.
         os.environ["MOTO_PORT"] = str(s.port)
-        self._speedups = MotoSpeedups().install()
+        # Strict first: the speed-ups then cache the engine clients it makes (signed as the state machine's role).
         self._strict = StrictMoto().install()  # where AWS is strict and moto is not
+        self._speedups = MotoSpeedups().install()
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=s.port, verbose=False)
         self._moto.start()
         # moto keeps its state per process: start from empty, as a fresh account would.
@@ -154,7 +155,7 @@ class Twin:
             "AWS_LAMBDA_RUNTIME_API": "local-twin", "AWS_EXECUTION_ENV": "AWS_Lambda_python_local_twin",
         }
         self._runtime = LambdaRuntime(base_env=base_env, concurrency=s.lambda_concurrency, on_output=self._function_output)
-        self._bridge = LambdaInvokeBridge(self._runtime)
+        self._bridge = LambdaInvokeBridge(self._runtime, authorize=self._strict.authorize)
         self._bridge.install()
         self.faults.install()
         self._relay = StepFunctionsTargetRelay(self.client("sqs"), self.client("stepfunctions"))
@@ -162,6 +163,8 @@ class Twin:
         self._relay.install(events)
         self._relay.on_started(self._track)
         self.deployment = deploy(stack, lambda service: events if service == "events" else self.client(service), self._runtime)
+        (machine_role,) = self.deployment.state_machine_credentials.values()
+        self._strict.act_as_state_machine(machine_role)
         self._runtime.warm_up()
         self._relay.start()
         self._watcher = threading.Thread(target=self._watch_executions, name="twin-watcher", daemon=True)
@@ -185,10 +188,10 @@ class Twin:
             self.endpoint.stop()
         if self._moto:
             self._moto.stop()
-        if self._strict:
-            self._strict.uninstall()
         if self._speedups:
             self._speedups.uninstall()
+        if self._strict:
+            self._strict.uninstall()
 
     def __enter__(self) -> "Twin":
         return self.start()

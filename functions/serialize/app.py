@@ -51,6 +51,10 @@ class ImageNotFoundError(Exception):
     """The bucket or key does not exist (any more)."""
 
 
+class ImageAccessDeniedError(Exception):
+    """S3 refused this function's role the read (its s3:GetObject permission, or a bucket or key policy)."""
+
+
 class ImageTooLargeError(Exception):
     """The object is bigger than MAX_IMAGE_BYTES."""
 
@@ -173,6 +177,11 @@ def read_image(bucket: str, key: str) -> bytes:
         code = exc.response.get("Error", {}).get("Code", "")
         if code in ("NoSuchKey", "NoSuchBucket", "404"):
             raise ImageNotFoundError(f"{where} does not exist ({code})") from None
+        if code in ("AccessDenied", "403"):
+            # Without s3:ListBucket S3 answers a missing key with 403 too; the template grants it, so this is
+            # the role (or a bucket policy) refusing the read itself.
+            raise ImageAccessDeniedError(f"{where}: S3 refused this function's role the read ({code}); "
+                                         "check its s3:GetObject permission") from None
         raise
     body = response["Body"]
     size = response["ContentLength"]

@@ -1,0 +1,143 @@
+"""The twin's functions act with their own roles from the template, and moto holds them to their policies."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from twin_helpers import sample, wait_for
+
+pytestmark = [pytest.mark.reliability, pytest.mark.slow]
+
+
+def serialize_role(twin) -> str:
+    (name,) = [r["RoleName"] for r in twin.client("iam").list_roles()["Roles"] if "SerializeImageFunctionRole" in r["RoleName"]]
+    return name
+
+
+def test_each_function_runs_with_temporary_credentials_of_its_own_role(twin):
+    functions = twin.deployment.functions
+    assert set(functions) == {"SerializeImageFunction", "ClassifyImageFunction", "FilterInferenceFunction"}
+    for logical_id, function in functions.items():
+        assert function.credentials["AWS_ACCESS_KEY_ID"].startswith("ASIA"), logical_id
+    keys = {f["AWS_ACCESS_KEY_ID"] for f in (fn.credentials for fn in functions.values())}
+    assert len(keys) == 3  # one role each, no shared identity
+    # The role as the template grants it: read the intake bucket's objects, list the bucket, nothing else.
+    iam = twin.client("iam")
+    (policy_name,) = iam.list_role_policies(RoleName=serialize_role(twin))["PolicyNames"]
+    statements = iam.get_role_policy(RoleName=serialize_role(twin), PolicyName=policy_name)["PolicyDocument"]["Statement"]
+    assert {s["Action"] for s in statements} == {"s3:GetObject", "s3:ListBucket"}
+
+
+def test_removing_a_needed_permission_fails_the_flow_and_restoring_it_heals_it(twin):
+    bucket = twin.outputs["IntakeBucketName"]
+    put = lambda key: twin.client("s3").put_object(Bucket=bucket, Key=key, Body=sample("motorcycle").read_bytes())
+    put("iam/before.png")
+    assert wait_for(twin, {"iam/before.png"})["iam/before.png"]["outcome"] in ("classified", "needs_review")
+
+    iam, role = twin.client("iam"), serialize_role(twin)
+    (policy_name,) = iam.list_role_policies(RoleName=role)["PolicyNames"]
+    granted = iam.get_role_policy(RoleName=role, PolicyName=policy_name)["PolicyDocument"]
+    without_read = {**granted, "Statement": [s for s in granted["Statement"] if s["Action"] != "s3:GetObject"]}
+    iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(without_read))
+    try:
+        put("iam/denied.png")
+        record = wait_for(twin, {"iam/denied.png"})["iam/denied.png"]
+        assert (record["outcome"], record["reason"]) == ("failed", "ImageAccessDeniedError")
+        assert "s3:GetObject" in json.loads(record["error_detail"])["errorMessage"]
+    finally:
+        iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(granted))
+
+    from client.__main__ import main
+
+    assert main(["redrive", "--port", str(twin.settings.port)]) == 0  # once fixed, the re-drive heals it
+    healed = twin.wait_for_results({"iam/denied.png"}, 60)["iam/denied.png"]
+    for _ in range(100):
+        if healed["outcome"] != "failed":
+            break
+        healed = twin.wait_for_results({"iam/denied.png"}, 1)["iam/denied.png"]
+        __import__("time").sleep(0.2)
+    assert healed["outcome"] in ("classified", "needs_review")
+
+
+def machine_role(twin) -> str:
+    (name,) = [r["RoleName"] for r in twin.client("iam").list_roles()["Roles"]
+               if r["RoleName"].split("-")[-2] == "ClassifierStateMachineRole"]
+    return name
+
+
+def policy_granting(twin, role: str, action: str, resource: str = "") -> tuple[str, dict]:
+    """The inline policy of ``role`` that grants ``action`` (on a resource starting with ``resource``)."""
+    iam = twin.client("iam")
+    for name in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+        document = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+        for statement in document["Statement"]:
+            actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+            if action in actions and str(statement["Resource"]).startswith(resource):
+                return name, document
+    raise AssertionError(f"{role} grants no {action}")
+
+
+def test_the_state_machine_acts_with_its_role(twin):
+    """Without dynamodb:PutItem the outcome cannot be written: it goes to the record dead-letter queue; without
+    lambda:InvokeFunction serialize never runs and the failure names the refusal."""
+    iam, role, bucket = twin.client("iam"), machine_role(twin), twin.outputs["IntakeBucketName"]
+    put = lambda key: twin.client("s3").put_object(Bucket=bucket, Key=key, Body=sample("bicycle", 1).read_bytes())
+
+    table_policy, table_document = policy_granting(twin, role, "dynamodb:PutItem")
+    iam.delete_role_policy(RoleName=role, PolicyName=table_policy)
+    try:
+        put("iam/unwritten.png")
+        sqs, url = twin.client("sqs"), twin.outputs["RecordDeadLetterQueueUrl"]
+        letters = []
+        for _ in range(60):
+            letters += [json.loads(m["Body"]) for m in sqs.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])]
+            if letters:
+                break
+        (letter,) = letters
+        assert letter["error"]["Error"] == "DynamoDB.AccessDeniedException"
+        assert letter["execution_input"]["detail"]["object"]["key"] == "iam/unwritten.png"
+    finally:
+        iam.put_role_policy(RoleName=role, PolicyName=table_policy, PolicyDocument=json.dumps(table_document))
+
+    serialize_arn = twin.deployment.functions["SerializeImageFunction"].arn
+    invoke_policy, invoke_document = policy_granting(twin, role, "lambda:InvokeFunction", resource=serialize_arn)
+    iam.delete_role_policy(RoleName=role, PolicyName=invoke_policy)
+    try:
+        put("iam/uninvoked.png")
+        record = wait_for(twin, {"iam/uninvoked.png"})["iam/uninvoked.png"]
+        assert (record["outcome"], record["reason"]) == ("failed", "Lambda.AccessDeniedException")
+    finally:
+        iam.put_role_policy(RoleName=role, PolicyName=invoke_policy, PolicyDocument=json.dumps(invoke_document))
+    put("iam/restored.png")
+    assert wait_for(twin, {"iam/restored.png"})["iam/restored.png"]["outcome"] in ("classified", "needs_review")
+
+
+def test_a_missing_key_is_not_found_only_for_a_role_that_may_list_the_bucket(twin):
+    """S3's rule: without s3:ListBucket a read of a missing key is refused (403), not 'not found' (404)."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    credentials = twin.deployment.functions["SerializeImageFunction"].credentials
+    as_serialize = boto3.client("s3", endpoint_url=twin.url, region_name="us-east-1",
+                                aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
+                                aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
+                                aws_session_token=credentials["AWS_SESSION_TOKEN"])
+    bucket = twin.outputs["IntakeBucketName"]
+
+    def code_of_missing_read() -> str:
+        with pytest.raises(ClientError) as refused:
+            as_serialize.get_object(Bucket=bucket, Key="iam/never-uploaded.png")
+        return refused.value.response["Error"]["Code"]
+
+    assert code_of_missing_read() == "NoSuchKey"  # the template grants s3:ListBucket
+    iam, role = twin.client("iam"), serialize_role(twin)
+    policy_name, granted = policy_granting(twin, role, "s3:ListBucket")
+    without_list = {**granted, "Statement": [s for s in granted["Statement"] if s["Action"] != "s3:ListBucket"]}
+    iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(without_list))
+    try:
+        assert code_of_missing_read() == "AccessDenied"
+    finally:
+        iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(granted))
