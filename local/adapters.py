@@ -6,7 +6,8 @@
 2. EventBridge -> Step Functions: moto's rules deliver to SQS, logs and buses but not to state machines
    (a states target raises NotImplementedError inside moto and the event is dropped). ``StepFunctionsTargetRelay``
    rewrites a rule's Step Functions target, as it is put, into a relay SQS queue, then starts the state
-   machine for every event that lands there, honouring the target's RetryPolicy and DeadLetterConfig.
+   machine for every event that lands there, honouring the target's RetryPolicy, DeadLetterConfig and RoleArn
+   (it starts executions with the role's temporary credentials when the twin gives it ``client_as``).
 
 3. moto's S3 "Object Created" events carry the literal object key; S3 URL-encodes it ('a b.png' arrives
    as 'a+b.png'), so the relay encodes it the same way (and names the entity tag 'etag', as EventBridge
@@ -111,14 +112,19 @@ class _Route:
     max_attempts: int
     max_age_s: int
     dead_letter_arn: str | None
+    role_arn: str | None = None  # the target's role: EventBridge starts the execution with it
 
 
 class StepFunctionsTargetRelay:
     """Delivers EventBridge rule matches to Step Functions through a relay queue moto can deliver to."""
 
-    def __init__(self, sqs, stepfunctions, *, wait_seconds: int = 1):
+    def __init__(self, sqs, stepfunctions, *, wait_seconds: int = 1,
+                 client_as: Callable[[str], Any] | None = None):
         self._sqs = sqs
         self._sfn = stepfunctions
+        # role ARN -> a Step Functions client acting with that role's credentials (None: ``stepfunctions``)
+        self._client_as = client_as
+        self._role_clients: dict[str, Any] = {}
         # Long polling: an empty queue answers as soon as a message arrives, or after this many seconds.
         self._wait_seconds = wait_seconds
         self.routes: list[_Route] = []
@@ -146,7 +152,7 @@ class StepFunctionsTargetRelay:
                 rule=params["Rule"], queue_url=queue_url, state_machine_arn=target["Arn"],
                 max_attempts=1 + int(retry.get("MaximumRetryAttempts", 185)),
                 max_age_s=int(retry.get("MaximumEventAgeInSeconds", 86400)),
-                dead_letter_arn=target.get("DeadLetterConfig", {}).get("Arn")))
+                dead_letter_arn=target.get("DeadLetterConfig", {}).get("Arn"), role_arn=target.get("RoleArn")))
             log.info("rule %s: Step Functions target %s relayed through SQS %s", params["Rule"], target["Arn"], queue_name)
             # moto delivers the (input-transformed) event to the queue; the relay does the rest.
             target["Arn"] = queue_arn
@@ -180,6 +186,13 @@ class StepFunctionsTargetRelay:
             self._sqs.delete_message(QueueUrl=route.queue_url, ReceiptHandle=message["ReceiptHandle"])
         return len(messages)
 
+    def _starter(self, route: _Route):
+        if not (self._client_as and route.role_arn):
+            return self._sfn
+        if route.role_arn not in self._role_clients:
+            self._role_clients[route.role_arn] = self._client_as(route.role_arn)
+        return self._role_clients[route.role_arn]
+
     def _deliver(self, route: _Route, message: dict[str, Any]) -> None:
         sent = int(message["Attributes"]["SentTimestamp"]) / 1000
         event = as_s3_sends_it(json.loads(message["Body"]))
@@ -190,8 +203,8 @@ class StepFunctionsTargetRelay:
                 break
             try:
                 # EventBridge leaves the name to Step Functions, which makes a UUID; moto does not, so we do.
-                arn = self._sfn.start_execution(stateMachineArn=route.state_machine_arn, name=str(uuid.uuid4()),
-                                                input=body)["executionArn"]
+                arn = self._starter(route).start_execution(stateMachineArn=route.state_machine_arn,
+                                                           name=str(uuid.uuid4()), input=body)["executionArn"]
                 record = {"execution_arn": arn, "rule": route.rule, "event_id": str(event.get("id", ""))}
                 self.started.append(record)
                 for listener in self._listeners:
@@ -199,6 +212,8 @@ class StepFunctionsTargetRelay:
                 return
             except ClientError as exc:
                 error = exc
+                if exc.response.get("Error", {}).get("Code") in ("AccessDeniedException", "AccessDenied"):
+                    break  # EventBridge does not retry a refused permission: straight to the dead-letter queue
                 time.sleep(min(0.1 * 2 ** attempt, 2))
         log.error("rule %s: could not start %s (%s); event sent to the dead-letter queue", route.rule,
                   route.state_machine_arn, error)

@@ -192,7 +192,7 @@ class StrictMoto:
 
 
 def _resource_of(handler: Any, credential: str) -> str | None:
-    """The ARN AWS checks a DynamoDB or EventBridge call against (moto passes "*" for these services)."""
+    """The ARN AWS checks a DynamoDB, EventBridge or StartExecution call against (moto passes "*" for these)."""
     region = credential.split("/")[2] if credential.count("/") >= 2 else REGION_FALLBACK
     target = handler.headers.get("X-Amz-Target", "")
     try:  # DynamoDB's handler has parsed its body into a dict by now; the others keep the JSON text
@@ -201,6 +201,8 @@ def _resource_of(handler: Any, credential: str) -> str | None:
         return None
     if target.startswith("DynamoDB_") and body.get("TableName"):
         return f"arn:aws:dynamodb:{region}:{ACCOUNT_ID}:table/{body['TableName']}"
+    if target == "AWSStepFunctions.StartExecution" and body.get("stateMachineArn"):
+        return body["stateMachineArn"]
     if target == "AWSEvents.PutEvents":
         buses = {entry.get("EventBusName") or "default" for entry in body.get("Entries", [])}
         if len(buses) == 1:

@@ -158,7 +158,8 @@ class Twin:
         self._bridge = LambdaInvokeBridge(self._runtime, authorize=self._strict.authorize)
         self._bridge.install()
         self.faults.install()
-        self._relay = StepFunctionsTargetRelay(self.client("sqs"), self.client("stepfunctions"))
+        self._relay = StepFunctionsTargetRelay(self.client("sqs"), self.client("stepfunctions"),
+                                               client_as=self._stepfunctions_as)
         events = self.client("events")
         self._relay.install(events)
         self._relay.on_started(self._track)
@@ -198,6 +199,14 @@ class Twin:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+    def _stepfunctions_as(self, role_arn: str):
+        """A Step Functions client acting with temporary credentials of ``role_arn`` (an EventBridge target's)."""
+        credentials = self.client("sts").assume_role(RoleArn=role_arn, RoleSessionName="twin-eventbridge")["Credentials"]
+        return boto3.client("stepfunctions", endpoint_url=self.url, region_name=REGION,
+                            aws_access_key_id=credentials["AccessKeyId"],
+                            aws_secret_access_key=credentials["SecretAccessKey"],
+                            aws_session_token=credentials["SessionToken"])
 
     def take_endpoint_down(self, seconds: float) -> None:
         """An endpoint outage: the endpoint stops now and comes back by itself after ``seconds``, on its port."""

@@ -141,3 +141,31 @@ def test_a_missing_key_is_not_found_only_for_a_role_that_may_list_the_bucket(twi
         assert code_of_missing_read() == "AccessDenied"
     finally:
         iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(granted))
+
+
+def test_uploads_start_executions_with_the_rules_role(twin):
+    """Without states:StartExecution on its target role, EventBridge cannot start the workflow: the event waits in
+    the rule's dead-letter queue (not retried, as EventBridge does not retry a refusal) until a re-drive."""
+    iam, bucket = twin.client("iam"), twin.outputs["IntakeBucketName"]
+    (role,) = [r["RoleName"] for r in iam.list_roles()["Roles"] if "ImageUploadedRole" in r["RoleName"]]
+    policy_name, granted = policy_granting(twin, role, "states:StartExecution")
+    iam.delete_role_policy(RoleName=role, PolicyName=policy_name)
+    sqs, url = twin.client("sqs"), twin.outputs["RuleDeadLetterQueueUrl"]
+    try:
+        twin.client("s3").put_object(Bucket=bucket, Key="iam/unstarted.png", Body=sample("bicycle", 2).read_bytes())
+        messages = []
+        for _ in range(30):
+            messages = sqs.receive_message(QueueUrl=url, MessageAttributeNames=["All"], WaitTimeSeconds=1,
+                                           VisibilityTimeout=0).get("Messages", [])
+            if messages:
+                break
+        (message,) = messages
+        assert json.loads(message["Body"])["detail"]["object"]["key"] == "iam/unstarted.png"
+        assert "AccessDenied" in message["MessageAttributes"]["ERROR_MESSAGE"]["StringValue"]
+    finally:
+        iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(granted))
+
+    from client.__main__ import main
+
+    assert main(["redrive", "--port", str(twin.settings.port)]) == 0
+    assert wait_for(twin, {"iam/unstarted.png"})["iam/unstarted.png"]["outcome"] in ("classified", "needs_review")
