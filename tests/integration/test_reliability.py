@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import boto3
 import pytest
 from botocore.config import Config
 
@@ -19,10 +20,10 @@ from upload_corpus import corpus
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 
-def s3_client(twin, threads: int = 1):
-    return twin.client("s3") if threads == 1 else __import__("boto3").client(
-        "s3", endpoint_url=twin.url, region_name="us-east-1", aws_access_key_id="local",
-        aws_secret_access_key="local", config=Config(max_pool_connections=threads))
+def s3_client(twin, threads: int):
+    """An S3 client with a connection per uploading thread, as a user's would be configured."""
+    return boto3.client("s3", endpoint_url=twin.url, region_name="us-east-1", aws_access_key_id="local",
+                        aws_secret_access_key="local", config=Config(max_pool_connections=threads))
 
 
 def test_every_kind_of_upload_ends_in_one_true_record(twin):

@@ -9,13 +9,9 @@ import time
 import pytest
 import requests
 
-from twin_helpers import sample, wait_for
+from twin_helpers import put, sample, wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
-
-
-def put(twin, key: str, body: bytes) -> None:
-    twin.client("s3").put_object(Bucket=twin.outputs["IntakeBucketName"], Key=key, Body=body)
 
 
 def test_stopped_endpoint_gives_failed_records_after_retries_then_recovers(twin):

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import signal
-import time
 
 import pytest
 
 from local.faults import Fault, FaultError
-from twin_helpers import sample, wait_for
+from twin_helpers import queue_messages, sample, wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -33,17 +31,13 @@ def test_a_throttled_record_write_is_retried_and_the_record_is_true(twin):
 
 
 def test_a_record_that_cannot_be_written_lands_in_the_dead_letter_queue(twin):
-    sqs, url = twin.client("sqs"), twin.outputs["RecordDeadLetterQueueUrl"]
     twin.faults.add(Fault.parse("dynamodb:PutItem:4"))  # the first try and all 3 retries
     upload(twin, "faults/unwritable.png", sample("bicycle", 3))
-    deadline, messages = time.monotonic() + 60, []
-    while not messages and time.monotonic() < deadline:
-        messages = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages", [])
+    messages = queue_messages(twin, "RecordDeadLetterQueueUrl", 1)
     assert messages, "nothing reached the record dead-letter queue"
-    body = json.loads(messages[0]["Body"])
+    body = messages[0]["body"]
     assert body["error"]["Error"] == "DynamoDB.ProvisionedThroughputExceededException"
     assert body["execution_input"]["detail"]["object"]["key"] == "faults/unwritable.png"
-    sqs.delete_message(QueueUrl=url, ReceiptHandle=messages[0]["ReceiptHandle"])
     assert twin.faults.remaining() == 0
 
 

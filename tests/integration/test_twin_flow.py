@@ -12,7 +12,7 @@ from urllib.parse import quote_plus
 import pytest
 from PIL import Image
 
-from twin_helpers import SAMPLES, sample, wait_for
+from twin_helpers import SAMPLES, put, queue_messages, sample, wait_for
 from training.inference import Classifier
 
 THRESHOLD = 0.93
@@ -21,10 +21,6 @@ THRESHOLD = 0.93
 @pytest.fixture(scope="module")
 def classifier() -> Classifier:
     return Classifier.load()
-
-
-def put(twin, key: str, body: bytes) -> None:
-    twin.client("s3").put_object(Bucket=twin.outputs["IntakeBucketName"], Key=key, Body=body)
 
 
 def low_confidence_image(classifier: Classifier) -> bytes:
@@ -221,16 +217,6 @@ def test_drift_report_reads_every_capture_record_the_twin_wrote(twin, tmp_path):
     assert result.report_path.exists()
 
 
-def _dead_letters(twin, count: int, timeout: float = 60) -> list[dict]:
-    sqs, url, found = twin.client("sqs"), twin.outputs["RecordDeadLetterQueueUrl"], []
-    deadline = time.monotonic() + timeout
-    while len(found) < count and time.monotonic() < deadline:
-        for message in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", []):
-            found.append(json.loads(message["Body"]))
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-    return found
-
-
 def test_an_outcome_the_table_refuses_goes_to_the_record_dead_letter_queue(twin):
     sfn = twin.client("stepfunctions")
     bucket = twin.outputs["IntakeBucketName"]
@@ -246,7 +232,7 @@ def test_an_outcome_the_table_refuses_goes_to_the_record_dead_letter_queue(twin)
     record = twin.wait_for_results({long_key}, 60)[long_key]
     assert (record["outcome"], record["reason"]) == ("failed", "UnsupportedImageTypeError")
 
-    (letter,) = _dead_letters(twin, 1)
+    (letter,) = [m["body"] for m in queue_messages(twin, "RecordDeadLetterQueueUrl", 1)]
     # The execution's input as it was given (an object), so the upload can be re-driven from here.
     assert letter["execution_arn"] == arn and letter["execution_input"] == {"s3_bucket": bucket, "s3_key": ""}
     assert "DynamoDB" in letter["error"]["Error"]  # the table's refusal, kept for whoever re-drives it

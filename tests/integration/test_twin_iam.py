@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from twin_helpers import sample, wait_for
+from twin_helpers import put, queue_messages, sample, wait_for, wait_until
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -31,9 +31,8 @@ def test_each_function_runs_with_temporary_credentials_of_its_own_role(twin):
 
 
 def test_removing_a_needed_permission_fails_the_flow_and_restoring_it_heals_it(twin):
-    bucket = twin.outputs["IntakeBucketName"]
-    put = lambda key: twin.client("s3").put_object(Bucket=bucket, Key=key, Body=sample("motorcycle").read_bytes())
-    put("iam/before.png")
+    upload = lambda key: put(twin, key, sample("motorcycle").read_bytes())
+    upload("iam/before.png")
     assert wait_for(twin, {"iam/before.png"})["iam/before.png"]["outcome"] in ("classified", "needs_review")
 
     iam, role = twin.client("iam"), serialize_role(twin)
@@ -42,7 +41,7 @@ def test_removing_a_needed_permission_fails_the_flow_and_restoring_it_heals_it(t
     without_read = {**granted, "Statement": [s for s in granted["Statement"] if s["Action"] != "s3:GetObject"]}
     iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(without_read))
     try:
-        put("iam/denied.png")
+        upload("iam/denied.png")
         record = wait_for(twin, {"iam/denied.png"})["iam/denied.png"]
         assert (record["outcome"], record["reason"]) == ("failed", "ImageAccessDeniedError")
         assert "s3:GetObject" in json.loads(record["error_detail"])["errorMessage"]
@@ -52,12 +51,7 @@ def test_removing_a_needed_permission_fails_the_flow_and_restoring_it_heals_it(t
     from client.__main__ import main
 
     assert main(["redrive", "--port", str(twin.settings.port)]) == 0  # once fixed, the re-drive heals it
-    healed = twin.wait_for_results({"iam/denied.png"}, 60)["iam/denied.png"]
-    for _ in range(100):
-        if healed["outcome"] != "failed":
-            break
-        healed = twin.wait_for_results({"iam/denied.png"}, 1)["iam/denied.png"]
-        __import__("time").sleep(0.2)
+    healed = wait_until(lambda: (r := wait_for(twin, {"iam/denied.png"})["iam/denied.png"])["outcome"] != "failed" and r)
     assert healed["outcome"] in ("classified", "needs_review")
 
 
@@ -82,21 +76,14 @@ def policy_granting(twin, role: str, action: str, resource: str = "") -> tuple[s
 def test_the_state_machine_acts_with_its_role(twin):
     """Without dynamodb:PutItem the outcome cannot be written: it goes to the record dead-letter queue; without
     lambda:InvokeFunction serialize never runs and the failure names the refusal."""
-    iam, role, bucket = twin.client("iam"), machine_role(twin), twin.outputs["IntakeBucketName"]
-    put = lambda key: twin.client("s3").put_object(Bucket=bucket, Key=key, Body=sample("bicycle", 1).read_bytes())
+    iam, role = twin.client("iam"), machine_role(twin)
+    upload = lambda key: put(twin, key, sample("bicycle", 1).read_bytes())
 
     table_policy, table_document = policy_granting(twin, role, "dynamodb:PutItem")
     iam.delete_role_policy(RoleName=role, PolicyName=table_policy)
     try:
-        put("iam/unwritten.png")
-        sqs, url = twin.client("sqs"), twin.outputs["RecordDeadLetterQueueUrl"]
-        letters = []
-        for _ in range(60):
-            letters += [json.loads(m["Body"]) for m in sqs.receive_message(
-                QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])]
-            if letters:
-                break
-        (letter,) = letters
+        upload("iam/unwritten.png")
+        (letter,) = [m["body"] for m in queue_messages(twin, "RecordDeadLetterQueueUrl", 1)]
         assert letter["error"]["Error"] == "DynamoDB.AccessDeniedException"
         assert letter["execution_input"]["detail"]["object"]["key"] == "iam/unwritten.png"
     finally:
@@ -106,12 +93,12 @@ def test_the_state_machine_acts_with_its_role(twin):
     invoke_policy, invoke_document = policy_granting(twin, role, "lambda:InvokeFunction", resource=serialize_arn)
     iam.delete_role_policy(RoleName=role, PolicyName=invoke_policy)
     try:
-        put("iam/uninvoked.png")
+        upload("iam/uninvoked.png")
         record = wait_for(twin, {"iam/uninvoked.png"})["iam/uninvoked.png"]
         assert (record["outcome"], record["reason"]) == ("failed", "Lambda.AccessDeniedException")
     finally:
         iam.put_role_policy(RoleName=role, PolicyName=invoke_policy, PolicyDocument=json.dumps(invoke_document))
-    put("iam/restored.png")
+    upload("iam/restored.png")
     assert wait_for(twin, {"iam/restored.png"})["iam/restored.png"]["outcome"] in ("classified", "needs_review")
 
 
@@ -146,21 +133,15 @@ def test_a_missing_key_is_not_found_only_for_a_role_that_may_list_the_bucket(twi
 def test_uploads_start_executions_with_the_rules_role(twin):
     """Without states:StartExecution on its target role, EventBridge cannot start the workflow: the event waits in
     the rule's dead-letter queue (not retried, as EventBridge does not retry a refusal) until a re-drive."""
-    iam, bucket = twin.client("iam"), twin.outputs["IntakeBucketName"]
+    iam = twin.client("iam")
     (role,) = [r["RoleName"] for r in iam.list_roles()["Roles"] if "ImageUploadedRole" in r["RoleName"]]
     policy_name, granted = policy_granting(twin, role, "states:StartExecution")
     iam.delete_role_policy(RoleName=role, PolicyName=policy_name)
-    sqs, url = twin.client("sqs"), twin.outputs["RuleDeadLetterQueueUrl"]
     try:
-        twin.client("s3").put_object(Bucket=bucket, Key="iam/unstarted.png", Body=sample("bicycle", 2).read_bytes())
-        messages = []
-        for _ in range(30):
-            messages = sqs.receive_message(QueueUrl=url, MessageAttributeNames=["All"], WaitTimeSeconds=1,
-                                           VisibilityTimeout=0).get("Messages", [])
-            if messages:
-                break
-        (message,) = messages
-        assert json.loads(message["Body"])["detail"]["object"]["key"] == "iam/unstarted.png"
+        put(twin, "iam/unstarted.png", sample("bicycle", 2).read_bytes())
+        # left in the queue, for the re-drive below
+        (message,) = queue_messages(twin, "RuleDeadLetterQueueUrl", 1, timeout=30, take=False)
+        assert message["body"]["detail"]["object"]["key"] == "iam/unstarted.png"
         assert "AccessDenied" in message["MessageAttributes"]["ERROR_MESSAGE"]["StringValue"]
     finally:
         iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(granted))

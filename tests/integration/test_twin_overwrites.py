@@ -4,35 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import uuid
 
 import pytest
 
-from twin_helpers import sample, wait_for
+from twin_helpers import put, sample, wait_for, wait_until
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 KEY = "overwrites/driver 7.png"
 
 
-def put(twin, key: str, body: bytes) -> None:
-    twin.client("s3").put_object(Bucket=twin.outputs["IntakeBucketName"], Key=key, Body=body)
-
-
 def record_of(twin, key: str) -> dict:
     (record,) = [r for r in twin.results() if r["key"] == key]
     return record
-
-
-def wait_until(check, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout}s")
 
 
 def run(twin, execution_input: dict) -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 from local.twin import ROOT, Twin
@@ -20,3 +22,34 @@ def wait_for(twin: Twin, keys: set[str], timeout: float = 90) -> dict[str, dict]
 
 def sample(label: str, index: int = 0) -> Path:
     return sorted((SAMPLES / label).glob("*.png"))[index]
+
+
+def put(twin: Twin, key: str, body: bytes) -> None:
+    """Upload to the intake bucket, as a driver's app would."""
+    twin.client("s3").put_object(Bucket=twin.outputs["IntakeBucketName"], Key=key, Body=body)
+
+
+def wait_until(check, timeout: float = 60, poll: float = 0.2):
+    """The first truthy value of ``check()`` (fails the test after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"not within {timeout}s")
+
+
+def queue_messages(twin: Twin, queue_output: str, count: int, timeout: float = 60, *, take: bool = True) -> list[dict]:
+    """Up to ``count`` messages of the queue a stack output names, each with its parsed "body"; ``take`` deletes
+    them (False leaves them for a re-drive to find)."""
+    sqs, url, found = twin.client("sqs"), twin.outputs[queue_output], []
+    deadline = time.monotonic() + timeout
+    while len(found) < count and time.monotonic() < deadline:
+        for message in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                                           MessageAttributeNames=["All"],
+                                           VisibilityTimeout=30 if take else 0).get("Messages", []):
+            found.append({**message, "body": json.loads(message["Body"])})
+            if take:
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return found
