@@ -60,7 +60,7 @@ def deploy(stack: Stack, clients, runtime: LambdaRuntime) -> Deployment:
         function = _function(stack, lid)
         role = stack.properties(lid).get("Role")
         if role:
-            credentials = clients("sts").assume_role(RoleArn=role, RoleSessionName=function.name[:64])["Credentials"]
+            credentials = role_credentials(clients("sts"), role, function.name)
             function = dataclasses.replace(function, credentials={
                 "AWS_ACCESS_KEY_ID": credentials["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
                 "AWS_SESSION_TOKEN": credentials["SessionToken"]})
@@ -71,8 +71,8 @@ def deploy(stack: Stack, clients, runtime: LambdaRuntime) -> Deployment:
         clients("stepfunctions").create_state_machine(
             name=stack.physical_ids[lid], definition=state_machine_definition(stack, lid), roleArn=props["RoleArn"],
             type=props.get("StateMachineType", "STANDARD"))
-        deployment.state_machine_credentials[lid] = clients("sts").assume_role(
-            RoleArn=props["RoleArn"], RoleSessionName=stack.physical_ids[lid][:64])["Credentials"]
+        deployment.state_machine_credentials[lid] = role_credentials(clients("sts"), props["RoleArn"],
+                                                                     stack.physical_ids[lid])
     for lid in stack.of_type("AWS::Events::Rule"):
         props = stack.properties(lid)
         events = clients("events")
@@ -86,6 +86,12 @@ def deploy(stack: Stack, clients, runtime: LambdaRuntime) -> Deployment:
              len(stack.resources) - len(deployment.skipped), len(deployment.skipped),
              ", ".join(sorted(set(deployment.skipped.values()))))
     return deployment
+
+
+def role_credentials(sts, role_arn: str, session_name: str) -> dict[str, str]:
+    """Temporary credentials of a role (STS's AccessKeyId, SecretAccessKey, SessionToken), as AWS services
+    give the principals that act with it."""
+    return sts.assume_role(RoleArn=role_arn, RoleSessionName=session_name[:64])["Credentials"]
 
 
 def _role(iam, name: str, props: dict[str, Any]) -> None:

@@ -26,7 +26,7 @@ from moto.server import ThreadedMotoServer
 
 from client.target import TWIN_CREDENTIALS, TWIN_PORT, TWIN_REGION
 from local.adapters import LambdaInvokeBridge, StepFunctionsTargetRelay
-from local.deploy import Deployment, deploy
+from local.deploy import Deployment, deploy, role_credentials
 from local.faults import FaultInjector
 from local.lambda_runtime import LambdaRuntime
 from local.moto_speedups import MotoSpeedups
@@ -202,7 +202,7 @@ class Twin:
 
     def _stepfunctions_as(self, role_arn: str):
         """A Step Functions client acting with temporary credentials of ``role_arn`` (an EventBridge target's)."""
-        credentials = self.client("sts").assume_role(RoleArn=role_arn, RoleSessionName="twin-eventbridge")["Credentials"]
+        credentials = role_credentials(self.client("sts"), role_arn, "twin-eventbridge")
         return boto3.client("stepfunctions", endpoint_url=self.url, region_name=REGION,
                             aws_access_key_id=credentials["AccessKeyId"],
                             aws_secret_access_key=credentials["SecretAccessKey"],

@@ -196,11 +196,9 @@ def read_image(bucket: str, key: str) -> bytes:
 
 
 def _reject(exc: Exception) -> None:
-    logger.warning("image rejected", extra={"reason": type(exc).__name__, "detail": str(exc)})
-    _record_rejection(type(exc).__name__)
-
-
-def _record_rejection(reason: str) -> None:
+    """Log a refused upload and count it by reason (ImagesRejected)."""
+    reason = type(exc).__name__
+    logger.warning("image rejected", extra={"reason": reason, "detail": str(exc)})
     with single_metric(
         name="ImagesRejected",
         unit=MetricUnit.Count,
