@@ -37,6 +37,8 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from local.template import ACCOUNT_ID  # moto's default account, the twin's
+
 DYNAMODB_MODULE = "moto.dynamodb.models"
 # The backend methods that check a condition and write an item (BatchWriteItem has no conditions).
 DYNAMODB_WRITES = ("put_item", "update_item", "delete_item", "transact_write_items")
@@ -45,7 +47,7 @@ S3_EVENTBRIDGE_SENDER = "_send_event_bridge_message"  # builds one S3 event, han
 EVENTS_MODULE = "moto.events.models"
 AUTHORIZATION_MODULE = "moto.core.authorization"
 TEMPORARY_KEY_PREFIX = "ASIA"  # AWS's, and moto's STS's, prefix of temporary (role) credentials
-ACCOUNT_ID, REGION_FALLBACK = "123456789012", "us-east-1"  # moto's default account, the twin's region
+REGION_FALLBACK = "us-east-1"  # the twin's region
 
 
 class StrictMoto:
@@ -89,7 +91,7 @@ class StrictMoto:
         from werkzeug.exceptions import HTTPException  # what moto's IAM refusals are
 
         headers = {k: v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}
-        if not headers.get("Authorization", "").partition("Credential=")[2].startswith(TEMPORARY_KEY_PREFIX):
+        if not _signing_key(headers).startswith(TEMPORARY_KEY_PREFIX):
             return None
         url = urlsplit(request.url)
         headers.setdefault("Host", url.netloc)  # signed, but sent by the HTTP layer, not kept in the request
@@ -154,7 +156,7 @@ class StrictMoto:
 
         @functools.wraps(authorize)
         def roles_only(handler: Any, iam_request_cls: type, resource: str = "*") -> Any:
-            credential = handler.headers.get("Authorization", "").partition("Credential=")[2]
+            credential = _signing_key(handler.headers)
             if not credential.startswith(TEMPORARY_KEY_PREFIX):
                 return None  # a user of the twin, or the twin itself: not checked
             if resource == "*":
@@ -189,6 +191,11 @@ class StrictMoto:
             with self._lock:
                 return write(*args, **kwargs)
         return atomic
+
+
+def _signing_key(headers: Any) -> str:
+    """The SigV4 credential scope a request was signed with: "<access key>/<date>/<region>/<service>/..."."""
+    return headers.get("Authorization", "").partition("Credential=")[2]
 
 
 def _resource_of(handler: Any, credential: str) -> str | None:
