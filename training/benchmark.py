@@ -16,6 +16,11 @@ the set) or stops after S seconds, after two warm-up calls; every path is measur
 p50/p95, images/s and the images/s ratio against PyTorch eager at the same batch size (batch 1 for
 the HTTP rows), then one JSON line with the same figures. Timings on a shared machine are noisy:
 compare ratios within one run, not absolute numbers across runs.
+
+It also prints the float32 ceiling measured in the same run: the multiply-adds of one image through the
+network, and how fast one core multiplies float32 matrices (a 1-thread 1024x1024 MatMul in ONNX Runtime,
+the library that serves). No float32 runtime can classify faster than cores x that rate / (2 x
+multiply-adds), so the serving rows are read against it as well as against PyTorch eager.
 """
 
 from __future__ import annotations
@@ -42,6 +47,59 @@ WARMUP_CALLS = 2
 EAGER = "pytorch eager"
 ORT_ALL_CORES = "onnxruntime all cores"  # one stream, ORT default threads
 ORT_SERVING = "onnxruntime 1 thread"  # serving: one thread per run, one stream per core
+
+
+CEILING_MATMUL_SIZE = 1024  # a square float32 MatMul this large runs at a core's best sustained rate
+
+
+def multiply_adds(model, example) -> int:
+    """Multiply-adds of one forward pass of `model` on `example`: each Conv2d and Linear, from the shapes it sees.
+
+    Everything else in the graph (resize, activations, pooling, softmax) is a few per value, not per weight.
+    """
+    import torch
+    from torch import nn
+
+    total = 0
+
+    def count(module, inputs, output) -> None:
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            total += output.numel() * (module.in_channels // module.groups) * kh * kw
+        else:
+            total += output.numel() * module.in_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.inference_mode():
+            model(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total
+
+
+def float32_flops_per_core(size: int = CEILING_MATMUL_SIZE, repeats: int = 5) -> float:
+    """FLOP/s of one core on a large float32 matrix product in ONNX Runtime (best of `repeats`)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    value = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [size, size]) for name in "ABC"]
+    graph = helper.make_graph([helper.make_node("MatMul", ["A", "B"], ["C"])], "matmul", value[:2], value[2:])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feeds = {"A": rng.random((size, size), dtype=np.float32), "B": rng.random((size, size), dtype=np.float32)}
+    session.run(None, feeds)
+    best = float("inf")
+    for _ in range(repeats):
+        began = time.perf_counter()
+        session.run(None, feeds)
+        best = min(best, time.perf_counter() - began)
+    return 2 * size**3 / best
 
 
 @dataclass
@@ -148,6 +206,9 @@ def run(model_dir: pathlib.Path, images: list[bytes], *, max_images: int, second
     single_vs_batch = float(np.abs(np.asarray([classifier.predict(i) for i in check])
                                    - np.asarray(all_cores.predict_many(check))).max())
 
+    ceiling = {"multiply_adds_per_image": multiply_adds(torch_model, torch.zeros(1, 3, classifier.input_size,
+                                                                                classifier.input_size)),
+               "float32_gflops_per_core": round(float32_flops_per_core() / 1e9, 1)}
     common = {"max_images": max_images, "seconds": seconds}
     specs = [
         (EAGER, eager, {}),
@@ -188,7 +249,7 @@ def run(model_dir: pathlib.Path, images: list[bytes], *, max_images: int, second
             r.baseline_batch = r.batch  # HTTP rows send one image per request: batch 1
     info = {"onnx_vs_torch_max_abs_diff": agreement, "torch_threads": torch.get_num_threads(),
             "onnx_single_vs_batch_max_abs_diff": single_vs_batch,
-            "classes": classifier.classes, "input_size": classifier.input_size}
+            "classes": classifier.classes, "input_size": classifier.input_size, **ceiling}
     return results, info
 
 
@@ -197,6 +258,11 @@ def _ratio(r: Result, results: list[Result]) -> float | None:
         return 1.0
     base = next(b for b in results if b.name == EAGER and b.batch == r.baseline_batch)
     return r.images_per_s / base.images_per_s if base.images_per_s else None
+
+
+def ceiling_images_per_s(info: dict, cores: int) -> float:
+    """The most images/s any float32 runtime can reach on `cores` cores: every multiply-add at the MatMul rate."""
+    return cores * info["float32_gflops_per_core"] * 1e9 / (2 * info["multiply_adds_per_image"])
 
 
 def report(results: list[Result], info: dict, header: dict) -> str:
@@ -216,6 +282,17 @@ def report(results: list[Result], info: dict, header: dict) -> str:
     lines.append("x eager = images/s divided by PyTorch eager's at the same batch size (batch 1 for HTTP rows).")
     lines.append(f"ONNX vs PyTorch eager, max |difference| in probabilities: {info['onnx_vs_torch_max_abs_diff']:.2e}; "
                  f"fixed batch-1 graph vs batched: {info['onnx_single_vs_batch_max_abs_diff']:.2e}")
+    eager = next(r for r in results if r.name == EAGER and r.batch == 1)
+    streams = max((r for r in results if r.name == ORT_SERVING), key=lambda r: r.concurrency)
+    ceiling = ceiling_images_per_s(info, header["cpus"])
+    info = {**info, "ceiling_images_per_s": round(ceiling, 1),
+            "ceiling_ratio_vs_pytorch_eager": round(ceiling / eager.images_per_s, 3),
+            "serving_share_of_ceiling": round(streams.images_per_s / ceiling, 3)}
+    lines.append(f"float32 ceiling: {info['multiply_adds_per_image'] / 1e6:.0f} M multiply-adds per image at "
+                 f"{info['float32_gflops_per_core']:.1f} GFLOP/s per core (1-thread {CEILING_MATMUL_SIZE}x"
+                 f"{CEILING_MATMUL_SIZE} MatMul) -> at most {ceiling:.1f} images/s on {header['cpus']} cores, "
+                 f"{info['ceiling_ratio_vs_pytorch_eager']:.2f}x eager batch 1; {streams.name} x{streams.concurrency} "
+                 f"reaches {info['serving_share_of_ceiling']:.0%} of it.")
     lines.append(json.dumps({"benchmark": "training.benchmark", **header, **info, "results": rows}))
     return "\n".join(lines)
 
