@@ -18,7 +18,7 @@ import pytest
 
 from local.twin import ROOT, Twin, TwinSettings, free_port
 from review.ground_truth import read_manifest
-from twin_helpers import SAMPLES, sample, wait_for
+from twin_helpers import SAMPLES, sample, subscribe_to_dispatch, wait_for
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium")
@@ -37,20 +37,7 @@ def twin():
 @pytest.fixture(scope="module")
 def dispatch(twin):
     """A dispatch system's view: every event of ours on the default bus, delivered to a queue."""
-    sqs, events = twin.client("sqs"), twin.client("events")
-    url = sqs.create_queue(QueueName="dispatch-consumer")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    events.put_rule(Name="dispatch-consumer", EventPattern=json.dumps({"source": ["scones.vehicle-classifier"]}))
-    events.put_targets(Rule="dispatch-consumer", Targets=[{"Id": "queue", "Arn": arn}])
-    received: list[dict] = []
-
-    def read() -> list[dict]:
-        while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
-            for message in batch:
-                received.append(json.loads(message["Body"]))
-                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-        return received
-    return read
+    return subscribe_to_dispatch(twin, "dispatch-consumer")
 
 
 @pytest.fixture(scope="module")

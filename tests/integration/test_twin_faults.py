@@ -5,6 +5,7 @@ record dead-letter queue with an alarm's worth of evidence."""
 from __future__ import annotations
 
 import contextlib
+import json
 import dataclasses
 import os
 import signal
@@ -12,13 +13,20 @@ import signal
 import pytest
 
 from local.faults import Fault, FaultError
-from twin_helpers import queue_messages, sample, wait_for
+from twin_helpers import queue_messages, sample, wait_for, wait_until
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 
 def upload(twin, key: str, photo) -> None:
     twin.client("s3").put_object(Bucket=twin.outputs["IntakeBucketName"], Key=key, Body=photo.read_bytes())
+
+
+def finished(twin, record: dict) -> dict:
+    """The execution that wrote ``record``, once it has ended: its dispatch or review message comes after the record."""
+    sfn = twin.client("stepfunctions")
+    return wait_until(lambda: (d := sfn.describe_execution(executionArn=record["execution_arn"]))["status"] != "RUNNING"
+                      and d)
 
 
 def test_a_throttled_record_write_is_retried_and_the_record_is_true(twin):
@@ -45,7 +53,8 @@ def test_a_failed_review_message_is_retried(twin):
     twin.faults.add(Fault.parse("sqs:SendMessage:2"))
     upload(twin, "faults/unsure.png", sample("bicycle", 0))  # 0.85: below the threshold
     record = wait_for(twin, {"faults/unsure.png"})["faults/unsure.png"]
-    assert record["outcome"] == "needs_review" and record["review_message_id"]
+    assert record["outcome"] == "needs_review"
+    assert json.loads(finished(twin, record)["output"])["review_message_id"]  # sent on the third try, after the record
     assert twin.faults.remaining() == 0
 
 
@@ -53,7 +62,20 @@ def test_a_dispatch_entry_the_bus_refused_is_retried(twin):
     twin.faults.add(Fault.parse("events:PutEvents:1:partial"))
     upload(twin, "faults/dispatch.png", sample("motorcycle", 2))
     record = wait_for(twin, {"faults/dispatch.png"})["faults/dispatch.png"]
-    assert record["outcome"] == "classified" and twin.faults.remaining() == 0
+    assert finished(twin, record)["status"] == "SUCCEEDED"
+    assert wait_for(twin, {"faults/dispatch.png"})["faults/dispatch.png"]["outcome"] == "classified" and twin.faults.remaining() == 0
+
+
+def test_a_dispatch_that_never_goes_out_leaves_a_failed_record(twin):
+    """The record is written before the event; an event the bus refuses on every try rewrites it as failed."""
+    twin.faults.add(Fault.parse("events:PutEvents:4:partial"))  # the first try and all 3 retries
+    upload(twin, "faults/undispatched.png", sample("motorcycle", 2))
+    first = wait_for(twin, {"faults/undispatched.png"})["faults/undispatched.png"]
+    assert finished(twin, first)["status"] == "FAILED"
+    record = wait_for(twin, {"faults/undispatched.png"})["faults/undispatched.png"]
+    assert record["outcome"] == "failed" and record["execution_arn"] == first["execution_arn"]
+    assert record["reason"] == "EventBridge.FailedEntry" and twin.faults.remaining() == 0
+    assert json.loads(record["upload"])["sequencer"] == record["sequencer"]  # a re-drive may replace it
 
 
 def test_a_function_that_times_out_is_recorded_as_function_timeout(twin):

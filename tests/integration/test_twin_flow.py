@@ -12,7 +12,7 @@ from urllib.parse import quote_plus
 import pytest
 from PIL import Image
 
-from twin_helpers import SAMPLES, put, queue_messages, sample, wait_for
+from twin_helpers import SAMPLES, put, queue_messages, sample, subscribe_to_dispatch, wait_for, wait_until
 from training.inference import Classifier
 
 THRESHOLD = 0.93
@@ -104,7 +104,7 @@ def test_low_confidence_goes_to_the_review_queue_and_is_recorded(twin, classifie
     assert review["bucket"] == twin.outputs["IntakeBucketName"]
     assert review["confidence"] == pytest.approx(record["confidence"])
     assert float(review["threshold"]) == THRESHOLD
-    assert record["review_message_id"]
+    assert review["sequencer"] == record["sequencer"]
 
 
 def confident_sample(classifier: Classifier, label: str):
@@ -117,24 +117,16 @@ def confident_sample(classifier: Classifier, label: str):
 
 def test_confident_results_are_published_for_dispatch(twin, classifier):
     # A dispatch system subscribes on the default bus to the source the stack outputs.
-    sqs, events = twin.client("sqs"), twin.client("events")
-    queue_url = sqs.create_queue(QueueName="test-dispatch")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    events.put_rule(Name="test-dispatch", EventPattern=json.dumps(
-        {"source": [twin.outputs["ClassifiedEventSource"]], "detail-type": ["Vehicle Classified"]}))
-    events.put_targets(Rule="test-dispatch", Targets=[{"Id": "q", "Arn": queue_arn}])
+    dispatched = subscribe_to_dispatch(twin, "test-dispatch")
     key = "dispatch/motorcycle.png"
     put(twin, key, confident_sample(classifier, "motorcycle").read_bytes())
     record = wait_for(twin, {key})[key]
     assert record["outcome"] == "classified"
-    bodies = []
-    for _ in range(10):
-        bodies += [json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
-                                                                       WaitTimeSeconds=1).get("Messages", [])]
-        if any(b["detail"]["key"] == key for b in bodies):
-            break
-    detail = next(b["detail"] for b in bodies if b["detail"]["key"] == key)
+    bodies = wait_until(lambda: [b for b in dispatched() if b["detail"]["key"] == key])
+    (detail,) = [b["detail"] for b in bodies]
+    assert bodies[0]["detail-type"] == "Vehicle Classified"
     assert detail["label"] == record["label"] == "motorcycle"
+    assert detail["sequencer"] == record["sequencer"]  # a consumer can tell a newer upload's event from an older's
     assert detail["confidence"] == pytest.approx(record["confidence"])
     execution = twin.client("stepfunctions").describe_execution(executionArn=record["execution_arn"])
     assert execution["status"] == "SUCCEEDED"

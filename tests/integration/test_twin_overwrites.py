@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from twin_helpers import put, sample, wait_for, wait_until
+from twin_helpers import put, queue_messages, sample, subscribe_to_dispatch, wait_for, wait_until
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -61,9 +61,15 @@ def test_an_older_upload_finishing_last_leaves_the_newer_record(twin):
         "detail": {"version": "0", "bucket": {"name": twin.outputs["IntakeBucketName"]},
                    "object": json.loads(older["upload"]), "reason": "PutObject"},
     }
+    dispatched = subscribe_to_dispatch(twin, "overwrites-dispatch")
     execution = run(twin, late_event)
     assert execution["status"] == "SUCCEEDED"
     assert json.loads(execution["output"])["outcome"] == "superseded"
+    # It stopped at its record: no dispatch event and no review message speak for the older photo.
+    late = execution["executionArn"]
+    assert [e for e in dispatched() if e["detail"]["execution_arn"] == late] == []
+    reviews = queue_messages(twin, "ReviewQueueUrl", 100, timeout=2, take=False)
+    assert [m for m in reviews if m["body"]["execution_arn"] == late] == []
     kept = record_of(twin, key)
     assert kept["execution_arn"] == newer["execution_arn"] and kept["sequencer"] == newer["sequencer"]
     assert kept["label"] == "motorcycle"

@@ -53,3 +53,24 @@ def queue_messages(twin: Twin, queue_output: str, count: int, timeout: float = 6
             if take:
                 sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
     return found
+
+
+def subscribe_to_dispatch(twin: Twin, name: str):
+    """A dispatch system's view: a queue that a rule fills with every event of the stack's source on the default bus.
+
+    Returns a reader: each call takes what has arrived and returns every event received so far (parsed).
+    """
+    sqs, events = twin.client("sqs"), twin.client("events")
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name=name, EventPattern=json.dumps({"source": [twin.outputs["ClassifiedEventSource"]]}))
+    events.put_targets(Rule=name, Targets=[{"Id": "queue", "Arn": arn}])
+    received: list[dict] = []
+
+    def read() -> list[dict]:
+        while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
+            for message in batch:
+                received.append(json.loads(message["Body"]))
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        return received
+    return read

@@ -84,10 +84,12 @@ def test_every_failing_task_ends_in_a_failed_record(machine):
         catch_all = [c for c in state.get("Catch", []) if "States.ALL" in c["ErrorEquals"]]
         assert catch_all, f"{name} has no States.ALL catch"
         if name == "SendToAudit":
-            # The image is dispatched and recorded before it is sampled: a failure costs one audit sample.
+            # The image is recorded and dispatched before it is sampled: a failure costs one audit sample.
             assert catch_all[0]["Next"] == "Classified" and "RecordClassified" in _predecessors(states, name)
             continue
         for catch in state["Catch"]:
+            if catch["ErrorEquals"] == ["LowConfidenceError"]:
+                continue  # not a failure: the image is recorded as needs_review, then sent to review
             target = states[catch["Next"]]
             if target["Type"] == "Pass" and catch["Next"].startswith("Name"):  # names the error, then records it
                 target = states[target["Next"]]
@@ -144,13 +146,36 @@ def test_audit_sample_is_sent_to_review_after_its_dispatch_and_record(machine):
     _, _, definition = machine
     states = definition["States"]
     choice = states["IsAudited"]
-    assert states["RecordClassified"]["Next"] == "IsAudited" and choice["Default"] == "Classified"
+    assert states["PublishClassified"]["Next"] == "IsAudited" and choice["Default"] == "Classified"
     assert {"PublishClassified", "RecordClassified"} <= _predecessors(states, "SendToAudit")
     body = states["SendToAudit"]["Parameters"]["MessageBody"]
     assert body["reason"] == "audit" and states["SendToReview"]["Parameters"]["MessageBody"]["reason"] == "below_threshold"
     # The page reads the same fields from both kinds of message.
     assert set(body) == set(states["SendToReview"]["Parameters"]["MessageBody"])
     assert states["RecordClassified"]["Parameters"]["Item"]["audit"] == {"BOOL.$": "$.audit"}
+
+
+def test_nothing_is_dispatched_or_sent_to_review_before_the_record_is_written(machine):
+    """An older upload's execution that finishes last ends superseded at its record, before it can notify anyone;
+    a notification that then fails turns the record into a failed one. Consumers get the upload's sequencer."""
+    _, _, definition = machine
+    states = definition["States"]
+    notify = "arn:aws:states:::events:putEvents", "arn:aws:states:::sqs:sendMessage"
+    for record, notification in (("RecordClassified", "PublishClassified"), ("RecordNeedsReview", "SendToReview")):
+        assert states[record]["Next"] == notification
+        assert states[notification]["Resource"] in notify
+        assert states[notification]["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error",
+                                                  "Next": "RecordFailed"}]
+    assert states["FilterLowConfidence"]["Next"] == "RecordClassified"
+    assert {c["Next"] for c in states["FilterLowConfidence"]["Catch"] if c["ErrorEquals"] == ["LowConfidenceError"]} == {
+        "RecordNeedsReview"}
+    for name, state in states.items():
+        if state.get("Resource") in notify and name != "SendToRecordDeadLetter":
+            assert _predecessors(states, name) & {"RecordClassified", "RecordNeedsReview"}, name
+    (entry,) = states["PublishClassified"]["Parameters"]["Entries"]
+    assert entry["Detail"]["sequencer.$"] == "$.upload.sequencer"
+    for name in ("SendToReview", "SendToAudit"):
+        assert states[name]["Parameters"]["MessageBody"]["sequencer.$"] == "$.upload.sequencer"
 
 
 def test_function_timeouts_and_crashes_are_recorded_under_names_a_user_can_act_on(machine):
