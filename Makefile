@@ -133,19 +133,19 @@ requeue: $(TWIN_STAMP)
 	$(BIN)/python -m review requeue $(WHERE)
 
 data: $(DEV_STAMP)
-	$(BIN)/python -m training.stage_data --out $(DATA_DIR) $(if $(ARCHIVE),--archive "$(ARCHIVE)")
+	$(BIN)/python -m training stage-data --out $(DATA_DIR) $(if $(ARCHIVE),--archive "$(ARCHIVE)")
 
 train: $(DEV_STAMP)
-	$(BIN)/python -m training.train --data-dir $(TRAIN_DATA) --model-dir build/model
+	$(BIN)/python -m training train --data-dir $(TRAIN_DATA) --model-dir build/model
 
 evaluate: $(DEV_STAMP)
-	$(BIN)/python -m training.evaluate --data-dir $(EVAL_DATA) $(if $(MODEL),--model "$(MODEL)")
+	$(BIN)/python -m training evaluate --data-dir $(EVAL_DATA) $(if $(MODEL),--model "$(MODEL)")
 
 serve: $(TWIN_STAMP)
-	$(BIN)/python -m training.serve --model-dir training/model --port 8080
+	$(BIN)/python -m training serve --model-dir training/model --port 8080
 
 benchmark: $(DEV_STAMP)
-	$(BIN)/python -m training.benchmark --data-dir $(EVAL_DATA)
+	$(BIN)/python -m training benchmark --data-dir $(EVAL_DATA)
 
 benchmark-twin: $(TWIN_STAMP)
 	$(BIN)/python -m local.benchmark

@@ -1,7 +1,7 @@
 """The local twin: template.yaml, the ASL file and the handlers, running on one machine without AWS or Docker.
 
 moto in server mode emulates S3, EventBridge, Step Functions, DynamoDB and SQS on one port, so any AWS
-client (the AWS CLI, boto3) can talk to it; training.serve serves the shipped model as the SageMaker
+client (the AWS CLI, boto3) can talk to it; training.serving.endpoint serves the shipped model as the SageMaker
 endpoint; local.lambda_runtime runs the functions; local.adapters bridges what moto lacks.
 """
 
@@ -32,8 +32,8 @@ from local.lambda_runtime import LambdaRuntime
 from local.moto_speedups import MotoSpeedups
 from local.moto_strict import StrictMoto
 from local.template import Stack
-from training.capture import CaptureConfig
-from training.serve import EndpointServer, start_endpoint
+from training.serving.capture import CaptureConfig
+from training.serving.endpoint import EndpointServer, start_endpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("twin")

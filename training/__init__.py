@@ -1,5 +1,7 @@
-"""Scones Unlimited vehicle classifier: model, preprocessing, training, export and evaluation.
+"""Scones Unlimited vehicle classifier: the model's life, from staged images to a served and updated model.
 
-Serving needs only `training.inference` (numpy, Pillow, onnxruntime); torch is imported by
-the training, export and model-definition modules alone.
+One command line: `python -m training COMMAND` (training/__main__.py). The model itself: stage_data,
+preprocess, model_def, train, evaluate, export and gate. Serving: inference (the one inference path, numpy,
+Pillow and onnxruntime only, no torch), serve (the HTTP endpoint), capture and benchmark. On SageMaker:
+the `sagemaker` sub-package.
 """

@@ -1,6 +1,6 @@
 """Evaluate a model directory on a folder of labelled images of any size.
 
-    python -m training.evaluate --data-dir DIR [--model training/model] [--batch-size 32]
+    python -m training evaluate --data-dir DIR [--model training/model] [--batch-size 32]
 
 DIR holds one sub-folder per class named as in the model's metadata (bicycle/, motorcycle/);
 images may be any size and format the serving path accepts. Prints accuracy, per-class
@@ -155,7 +155,7 @@ def render(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Evaluate the classifier on DIR/{class}/* images.")
+    p = argparse.ArgumentParser(prog="python -m training evaluate", description="Evaluate the classifier on DIR/{class}/* images.")
     p.add_argument("--data-dir", type=pathlib.Path, default=pathlib.Path(STAGED_DATA) / "test",
                    help="folder of {class}/* images (default: data/staged/test from `make data`)")
     p.add_argument("--model", type=pathlib.Path, default=DEFAULT_MODEL_DIR,

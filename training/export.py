@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    p = argparse.ArgumentParser(prog="python -m training.export",
+    p = argparse.ArgumentParser(prog="python -m training export",
                                 description="Export a trained model directory again with this version's exporter "
                                             "(same weights; checks the probabilities do not move).")
     p.add_argument("model_dir", help="a model directory written by training.train (metadata.json, model.onnx, "

@@ -1,7 +1,7 @@
 """The promotion gate: a candidate model replaces the live one only if it is not worse.
 
-    python -m training.gate --champion training/model --challenger build/model
-    python -m training.gate ... --reviewed-dir data/reviewed/train --out build/gate.json
+    python -m training gate --champion training/model --challenger build/model
+    python -m training gate ... --reviewed-dir data/reviewed/train --out build/gate.json
 
 Both models score the same labelled images: the validation part of --split-from (the hold-out train.py
 takes from a training folder: per class, the first --val-fraction by sha256 of class/file name, so
@@ -12,7 +12,7 @@ challenger passes when, within the tolerances, it is not worse on
 - automation: the share of images at or above the confidence threshold, which the workflow routes without
   a person;
 - calibration: expected calibration error (lower is better).
-The comparison is printed, written as JSON (stored with the model package by `sagemaker_launch register`),
+The comparison is printed, written as JSON (stored with the model package by `python -m training sagemaker register`),
 and the exit code says the verdict: 0 accepted, 3 refused, 2 bad input.
 """
 
@@ -135,7 +135,7 @@ def render(result: dict) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser, champion: bool = True) -> None:
-    """The gate's data and tolerance options (shared with `sagemaker_launch promote`)."""
+    """The gate's data and tolerance options (shared with `python -m training sagemaker promote`)."""
     if champion:
         p.add_argument("--champion", type=pathlib.Path, default=pathlib.Path("training/model"),
                        help="the live model's directory (default: the shipped training/model)")
@@ -165,7 +165,7 @@ def run(args: argparse.Namespace, champion: pathlib.Path) -> dict:
     if args.reviewed_dir:
         if not (args.reviewed_dir / REVIEWED_MARKER).exists():
             raise DatasetError(f"{args.reviewed_dir} is not a staged folder of reviewers' labels "
-                               "(python -m training.stage_data --from-manifest)")
+                               "(python -m training stage-data --from-manifest)")
         trained_on = set()
         for model in (champion, args.challenger):
             meta = json.loads((model / "metadata.json").read_text())
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace, champion: pathlib.Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.gate", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m training gate", description=__doc__.splitlines()[0])
     add_arguments(p)
     p.add_argument("--out", type=pathlib.Path, help="write the comparison here as JSON")
     args = p.parse_args(argv)

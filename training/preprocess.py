@@ -20,13 +20,13 @@ from PIL import Image, ImageOps
 # Ghostscript) away from untrusted uploads.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG also yields multi-picture (MPO) files
 # File suffixes the dataset/evaluation folder readers pick up (content is still checked on decode).
-# Where `make data` (python -m training.stage_data) stages CIFAR-100: {split}/{class}/*.png.
+# Where `make data` (python -m training stage-data) stages CIFAR-100: {split}/{class}/*.png.
 STAGED_DATA = "data/staged"
 
 
 def missing_data(path) -> str:
     """The error for a data folder that is not there, naming the command that makes it."""
-    return (f"data directory {path} does not exist: stage CIFAR-100 with `make data` (python -m training.stage_data "
+    return (f"data directory {path} does not exist: stage CIFAR-100 with `make data` (python -m training stage-data "
             f"--out {STAGED_DATA}), or pass a folder of bicycle/ and motorcycle/ images")
 
 

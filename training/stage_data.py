@@ -1,11 +1,11 @@
 """Stage the bicycle/motorcycle data set: CIFAR-100 (or a folder of PNGs) -> PNG tree + .lst files.
 
-    python -m training.stage_data --out data/staged                      # download CIFAR-100
-    python -m training.stage_data --archive cifar-100-python.tar.gz      # local archive (or extracted dir)
-    python -m training.stage_data --from-folder my-photos/        # {class}/*.png
-    python -m training.stage_data --upload-only --out data/staged --s3-uri s3://bucket/prefix
-    python -m training.stage_data --from-manifest s3://<ground-truth-bucket>/manifest/ --out data/reviewed
-    python -m training.stage_data --from-table <results-table> --out data/reviewed
+    python -m training stage-data --out data/staged                      # download CIFAR-100
+    python -m training stage-data --archive cifar-100-python.tar.gz      # local archive (or extracted dir)
+    python -m training stage-data --from-folder my-photos/        # {class}/*.png
+    python -m training stage-data --upload-only --out data/staged --s3-uri s3://bucket/prefix
+    python -m training stage-data --from-manifest s3://<ground-truth-bucket>/manifest/ --out data/reviewed
+    python -m training stage-data --from-table <results-table> --out data/reviewed
 
 Reviewers' decisions (python -m review) stage as training data only: --from-manifest reads the Ground
 Truth augmented manifest the review page writes, --from-table the results table's human labels (the
@@ -49,7 +49,7 @@ from PIL import Image
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .preprocess import REVIEWED_MARKER
-from .sagemaker_context import LaunchError, parse_s3_uri
+from .s3_uri import S3UriError, parse_s3_uri
 
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 # Published on https://www.cs.toronto.edu/~kriz/cifar.html for the python version.
@@ -556,7 +556,7 @@ def upload(staged: Path, s3_uri: str, boto_session=None, progress: IO[str] | Non
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m training.stage_data",
+        prog="python -m training stage-data",
         description="Stage CIFAR-100 bicycle/motorcycle images as {split}/{class}/*.png + .lst files, "
         "optionally upload them in the SageMaker built-in image-classification channel layout.",
     )
@@ -621,12 +621,12 @@ def main(argv: list[str] | None = None) -> int:
             if reviewed:
                 print(f"reviewed images: {review_counts.used} staged, {review_counts.not_a_class} not a vehicle class "
                       f"(unusable), {review_counts.missing} no longer stored; train on them with "
-                      f"`python -m training.train --reviewed-dir {args.out}/train`")
+                      f"`python -m training train --reviewed-dir {args.out}/train`")
         if args.s3_uri:
             n = upload(args.out, args.s3_uri)
             print(f"uploaded {n} objects to {args.s3_uri.rstrip('/')}/"
                   "{train,validation,train_lst,validation_lst,test,test_lst}")
-    except (StageDataError, LaunchError) as exc:
+    except (StageDataError, S3UriError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (BotoCoreError, ClientError) as exc:

@@ -1,6 +1,6 @@
 """Train the bicycle/motorcycle classifier and export it. Runs the same locally and in SageMaker.
 
-    python -m training.train --data-dir data/staged/train --model-dir build/model   # after `make data`
+    python -m training train --data-dir data/staged/train --model-dir build/model   # after `make data`
     python training/train.py --epochs 8 ...      # SageMaker script mode (source_dir=training/)
 
 Inputs follow the SageMaker training-container contract: SM_CHANNEL_TRAIN (a folder of
@@ -51,7 +51,7 @@ def str2bool(value: str) -> bool:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m training train", description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", default=env("SM_CHANNEL_TRAIN") or f"{preprocess.STAGED_DATA}/train",
                    help="folder of {class}/*.png [SM_CHANNEL_TRAIN; default: data/staged/train from `make data`]")
     p.add_argument("--validation-dir", default=env("SM_CHANNEL_VALIDATION"),
@@ -117,7 +117,7 @@ def list_images(root: pathlib.Path) -> tuple[list[str], list[tuple[pathlib.Path,
 def list_reviewed(root: pathlib.Path, classes: list[str]) -> list[tuple[pathlib.Path, int]]:
     """Reviewers' labels ({class}/*, a subset of the training classes) as training items."""
     if not root.is_dir():
-        raise FileNotFoundError(f"reviewed data {root} does not exist: stage it with `python -m training.stage_data "
+        raise FileNotFoundError(f"reviewed data {root} does not exist: stage it with `python -m training stage-data "
                                 "--from-manifest s3://<ground-truth-bucket>/manifest/ --out data/reviewed`")
     found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     unknown = sorted(set(found) - set(classes))
@@ -302,9 +302,15 @@ def main(argv: list[str] | None = None) -> dict:
     return metadata
 
 
-if __name__ == "__main__":
+def cli(argv: list[str] | None = None) -> int:
+    """`python -m training train`: main() with a one-line error for missing data or bad options."""
     try:
-        main()
+        main(argv)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # also SageMaker script mode: python train.py
+    sys.exit(cli())

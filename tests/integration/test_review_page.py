@@ -4,7 +4,6 @@ dispatch events, queue, ground-truth manifest and metrics are checked with boto3
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -12,7 +11,6 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 

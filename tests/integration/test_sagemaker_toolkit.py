@@ -26,7 +26,7 @@ from PIL import Image
 
 from local.twin import free_port
 from training.inference import Classifier
-from training.sagemaker_deploy import package_model
+from training.sagemaker.deploy import package_model
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -59,7 +59,7 @@ def endpoint(tmp_path_factory):
         tar.extractall(root / "base" / "model", filter="data")
     port = free_port()
     env = {**os.environ, "SAGEMAKER_BASE_DIR": str(root / "base"), "SAGEMAKER_BIND_TO_PORT": str(port),
-           "SAGEMAKER_PROGRAM": "training.sagemaker_inference", "PATH": f"{TOOLKIT}:{os.environ['PATH']}",
+           "SAGEMAKER_PROGRAM": "training.sagemaker.handler", "PATH": f"{TOOLKIT}:{os.environ['PATH']}",
            "PYTHONDONTWRITEBYTECODE": "1"}
     for name in ("VIRTUAL_ENV", "PYTHONPATH"):
         env.pop(name, None)

@@ -153,9 +153,9 @@ def test_the_review_page_publishes_under_the_alarms_namespace_and_dimensions(sta
 
 
 def test_aws_metric_alarms_watch_this_stacks_resources(stack, repo):
-    variant = re.search(r'^VARIANT_NAME = "([^"]+)"', (repo / "training" / "sagemaker_deploy.py").read_text(),
+    variant = re.search(r'^VARIANT_NAME = "([^"]+)"', (repo / "training" / "sagemaker" / "deploy.py").read_text(),
                         flags=re.MULTILINE)
-    assert variant, "training/sagemaker_deploy.py no longer names its production variant"
+    assert variant, "training/sagemaker/deploy.py no longer names its production variant"
     seen = set()
     for lid, alarm in _alarms(stack).items():
         for namespace, name, dimensions, _, _ in _metrics(alarm):

@@ -10,7 +10,7 @@ import threading
 import pytest
 import torch
 
-from training import benchmark
+from training.serving import benchmark
 from training.inference import DEFAULT_MODEL_DIR
 
 MODEL_DIR = pathlib.Path(os.environ.get("VEHICLE_MODEL_DIR", DEFAULT_MODEL_DIR))

@@ -15,9 +15,9 @@ import pytest
 from botocore.config import Config
 from moto import mock_aws
 
-from training.capture import CaptureConfig, CaptureError, CaptureWriter, decode_payload, iter_capture_records
+from training.serving.capture import CaptureConfig, CaptureError, CaptureWriter, decode_payload, iter_capture_records
 from training.inference import DEFAULT_MODEL_DIR, Classifier
-from training.serve import start_endpoint
+from training.serving.endpoint import start_endpoint
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 DATA = REPO.parent / "shared" / "data" / "cifar100-bikes" / "train"

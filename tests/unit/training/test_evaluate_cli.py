@@ -17,7 +17,7 @@ needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data set not 
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "training.evaluate", *map(str, args)], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "training", "evaluate", *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
 
 

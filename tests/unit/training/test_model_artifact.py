@@ -129,7 +129,7 @@ def test_reexporting_a_model_keeps_its_answers_and_updates_its_hashes(tmp_path):
     shutil.copytree(DEFAULT_MODEL_DIR, model_dir)
     x = np.random.default_rng(5).random((8, 3, 32, 32), dtype=np.float32)
     before = Classifier.load(DEFAULT_MODEL_DIR).predict_array(x)
-    run = subprocess.run([sys.executable, "-m", "training.export", str(model_dir)], capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-m", "training", "export", str(model_dir)], capture_output=True, text=True,
                          cwd=pathlib.Path(__file__).resolve().parents[3], timeout=300)
     assert run.returncode == 0, run.stderr
     assert "largest probability change" in run.stdout

@@ -1,4 +1,4 @@
-"""training.sagemaker_launch offline: moto serves SageMaker, S3 and Application Auto Scaling; the
+"""training.sagemaker.cli offline: moto serves SageMaker, S3 and Application Auto Scaling; the
 requests are observed through botocore event hooks. Model Monitor schedules, which moto does not
 implement, are answered by a small in-memory stand-in registered on the same hooks."""
 
@@ -26,10 +26,11 @@ from moto import mock_aws
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from training import sagemaker_inference, stage_data
+from training import stage_data
+from training.sagemaker import handler
 from training.inference import Classifier
-from training.sagemaker_launch import main
-from training.sagemaker_monitor_record import features, preprocess_handler
+from training.sagemaker.cli import main
+from training.sagemaker.monitor_record import features, preprocess_handler
 
 REPO = Path(__file__).resolve().parents[3]
 ROLE = "arn:aws:iam::123456789012:role/scones-sagemaker"
@@ -243,8 +244,9 @@ def test_pytorch_training_job_runs_train_py_on_the_cpu_image(aws):
     code_bucket, _, code_prefix = channels["code"][5:].partition("/")
     keys = [o["Key"] for o in aws.s3.list_objects_v2(Bucket=code_bucket, Prefix=code_prefix)["Contents"]]
     names = {k[len(code_prefix):].lstrip("/") for k in keys}
-    assert {"train.py", "model_def.py", "preprocess.py"} <= names
-    assert not [n for n in names if n.startswith("model/") or "__pycache__" in n]
+    assert {"train.py", "model_def.py", "preprocess.py", "export.py", "inference.py", "evaluate.py"} <= names
+    # Not the shipped model, and not training/sagemaker/: on the job's sys.path it would shadow the SageMaker SDK.
+    assert not [n for n in names if n.startswith(("model/", "sagemaker/")) or "__pycache__" in n]
 
 
 def test_reviewers_labels_are_a_channel_of_their_own(aws):
@@ -287,15 +289,15 @@ def test_deploy_creates_endpoint_with_data_capture_and_autoscaling(aws, tmp_path
     model = aws.rec.one("CreateModel")
     container = model["PrimaryContainer"]
     assert container["Image"] == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6-cpu-py312"
-    assert container["Environment"]["SAGEMAKER_PROGRAM"] == "training.sagemaker_inference"
+    assert container["Environment"]["SAGEMAKER_PROGRAM"] == "training.sagemaker.handler"
     assert re.fullmatch(rf"s3://{BUCKET}/scones/models/scones-test-ep/[0-9a-f]{{20}}/model.tar.gz",
                         container["ModelDataUrl"])
     assert model["ExecutionRoleArn"] == ROLE
     members = _tar_members(aws.s3, container["ModelDataUrl"])
     assert members["model.onnx"] == (model_dir / "model.onnx").read_bytes()
-    assert {"metadata.json", "code/training/__init__.py", "code/training/sagemaker_inference.py",
+    assert {"metadata.json", "code/training/__init__.py", "code/training/sagemaker/handler.py",
             "code/training/inference.py", "code/training/preprocess.py"} <= set(members)
-    assert not [m for m in members if m.endswith(("train.py", "model_def.py", "sagemaker_launch.py"))]
+    assert not [m for m in members if m.endswith(("train.py", "model_def.py", "cli.py"))]
     # The dependencies travel in the artifact: no requirements.txt, so no pip when an instance starts.
     assert "code/requirements.txt" not in members
     assert members["code/lib/vendored_sample/__init__.py"] == (VENDORED / "vendored_sample" / "__init__.py").read_bytes()
@@ -357,7 +359,7 @@ def test_deploy_repacks_a_training_job_artifact_with_the_serving_code(aws, tmp_p
                  "--artifact-uri", f"s3://{BUCKET}/scones", "--endpoint-name", "repacked", "--no-autoscaling"],
                 boto_session=aws.session) == 0
     members = _tar_members(aws.s3, aws.rec.one("CreateModel")["PrimaryContainer"]["ModelDataUrl"])
-    assert {"model.onnx", "metadata.json", "code/training/sagemaker_inference.py"} <= set(members)
+    assert {"model.onnx", "metadata.json", "code/training/sagemaker/handler.py"} <= set(members)
 
 
 def test_deploying_again_under_a_live_name_refuses_before_touching_the_live_artifact(aws, tmp_path, capsys):
@@ -402,7 +404,7 @@ def test_packaged_handler_runs_on_its_own_and_answers_like_the_classifier(aws, t
         (unpacked / name).write_bytes(data)
     (tmp_path / "red.png").write_bytes(png((255, 0, 0)))
     script = (
-        "import sys, training.sagemaker_inference as h\n"
+        "import sys, training.sagemaker.handler as h\n"
         "assert h.__file__.startswith(sys.argv[1]), h.__file__\n"
         "model = h.model_fn(sys.argv[1])\n"
         "body = open(sys.argv[2], 'rb').read()\n"
@@ -425,17 +427,17 @@ def test_packaged_handler_runs_on_its_own_and_answers_like_the_classifier(aws, t
     (png((0, 0, 255)), "image/png", "text/csv", 406),
 ])
 def test_handler_answers_bad_requests_with_http_status_codes(tmp_path, body, content_type, accept, status):
-    model = sagemaker_inference.model_fn(str(write_tiny_model(tmp_path / "model")))
-    with pytest.raises(sagemaker_inference.RequestError) as err:
-        data = sagemaker_inference.input_fn(body, content_type)
-        sagemaker_inference.output_fn(sagemaker_inference.predict_fn(data, model), accept)
+    model = handler.model_fn(str(write_tiny_model(tmp_path / "model")))
+    with pytest.raises(handler.RequestError) as err:
+        data = handler.input_fn(body, content_type)
+        handler.output_fn(handler.predict_fn(data, model), accept)
     assert err.value.status_code == status
 
 
 def test_handler_accepts_content_type_parameters_and_any_accept(tmp_path):
-    model = sagemaker_inference.model_fn(str(write_tiny_model(tmp_path / "model")))
-    data = sagemaker_inference.input_fn(png((0, 0, 255)), "image/png; charset=binary")
-    text, content_type = sagemaker_inference.output_fn(sagemaker_inference.predict_fn(data, model), "*/*")
+    model = handler.model_fn(str(write_tiny_model(tmp_path / "model")))
+    data = handler.input_fn(png((0, 0, 255)), "image/png; charset=binary")
+    text, content_type = handler.output_fn(handler.predict_fn(data, model), "*/*")
     assert content_type == "application/json"
     assert json.loads(text)[1] > 0.9  # blue -> motorcycle
 
@@ -572,7 +574,7 @@ def test_teardown_deletes_everything_deploy_and_monitor_created(aws, tmp_path, c
 
 
 def test_cli_imports_no_sagemaker_sdk_until_a_command_runs():
-    probe = ("import sys, training.sagemaker_launch as m\n"
+    probe = ("import sys, training.sagemaker.cli as m\n"
              "try:\n    m.main(['--help'])\nexcept SystemExit:\n    pass\n"
              "print(sorted(n for n in sys.modules if n == 'sagemaker' or n.startswith('sagemaker.')))")
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)

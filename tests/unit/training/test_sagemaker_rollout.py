@@ -14,7 +14,7 @@ from botocore.awsrequest import AWSResponse
 from test_sagemaker_launch import (BUCKET, REGION, VENDORED, aws, deploy_args,  # noqa: F401 - aws is a fixture
                                    write_tiny_model)
 from training import gate
-from training.sagemaker_launch import main
+from training.sagemaker.cli import main
 
 REPO = Path(__file__).resolve().parents[3]
 SHIPPED = REPO / "training" / "model"

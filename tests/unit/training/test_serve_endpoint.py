@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 from PIL import Image
 
 from training.inference import DEFAULT_MODEL_DIR, Classifier
-from training.serve import MAX_PAYLOAD_BYTES, ModelLoadError, start_endpoint
+from training.serving.endpoint import MAX_PAYLOAD_BYTES, ModelLoadError, start_endpoint
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 DATA = REPO.parent / "shared" / "data" / "cifar100-bikes" / "train"
@@ -319,7 +319,7 @@ def test_stop_is_prompt_and_leaves_no_threads(classifier):
 
 
 def test_cli_prints_url_serves_and_exits_cleanly_on_ctrl_c(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "training.serve", "--model-dir", str(MODEL_DIR), "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "training", "serve", "--model-dir", str(MODEL_DIR), "--port", "0",
                              "--endpoint-name", "cli-test", "--capture-destination", str(tmp_path)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -347,7 +347,7 @@ def test_cli_prints_url_serves_and_exits_cleanly_on_ctrl_c(tmp_path):
 
 
 def test_cli_reports_a_missing_model_clearly(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "training.serve", "--model-dir", str(tmp_path), "--port", "0"],
+    proc = subprocess.run([sys.executable, "-m", "training", "serve", "--model-dir", str(tmp_path), "--port", "0"],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "cannot load the model" in proc.stderr

@@ -65,13 +65,13 @@ def test_script_mode_run_produces_a_loadable_artifact(tmp_path):
 
 def test_missing_training_data_is_a_clear_error(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
-    proc = subprocess.run([sys.executable, "-m", "training.train", "--data-dir", str(tmp_path / "nope"),
+    proc = subprocess.run([sys.executable, "-m", "training", "train", "--data-dir", str(tmp_path / "nope"),
                            "--model-dir", str(tmp_path / "m")], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2
     assert "does not exist" in proc.stderr
     # No --data-dir and no SM_CHANNEL_TRAIN: the data `make data` stages, relative to where it runs.
-    proc = subprocess.run([sys.executable, "-m", "training.train", "--model-dir", str(tmp_path / "m")], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "training", "train", "--model-dir", str(tmp_path / "m")], cwd=tmp_path,
                           env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: data directory data/staged/train does not exist") and "`make data`" in proc.stderr

@@ -14,7 +14,7 @@ import time
 
 from botocore.exceptions import ClientError
 
-from .sagemaker_deploy import SCALABLE_DIMENSION, VARIANT_NAME, resource_id
+from .deploy import SCALABLE_DIMENSION, VARIANT_NAME, resource_id
 
 _JOB_DEFINITION_DELETERS = {
     "DataQuality": "delete_data_quality_job_definition",
@@ -90,7 +90,7 @@ def delete_autoscaling(aas, endpoint_name: str, report, variants=(VARIANT_NAME,)
 
 
 def _delete_versions(sm, endpoint_name: str, report) -> None:
-    """The configs and models earlier updates left (training.sagemaker_rollout: <endpoint>, <endpoint>-v<N>);
+    """The configs and models earlier updates left (training.sagemaker.rollout: <endpoint>, <endpoint>-v<N>);
     the Model Registry group and its versions stay (they are the record of what ran)."""
     version = re.compile(rf"^{re.escape(endpoint_name)}(-v\d+)?$")
     for page in sm.get_paginator("list_endpoint_configs").paginate(NameContains=endpoint_name):

@@ -2,16 +2,16 @@
 
 The container (sagemaker-pytorch-inference-toolkit) imports the module named by SAGEMAKER_PROGRAM
 from /opt/ml/model/code and calls model_fn once, then input_fn -> predict_fn -> output_fn per
-request. `sagemaker_deploy.package_model` puts this file and the training modules it imports under
+request. `deploy.package_model` puts this file and the training modules it imports under
 code/, with onnxruntime for the container's Python in code/lib (so no pip runs when an instance starts),
-and sets SAGEMAKER_PROGRAM=training.sagemaker_inference (a plain "sagemaker_inference" would collide
+and sets SAGEMAKER_PROGRAM=training.sagemaker.handler (a top-level "sagemaker_inference" module would collide
 with the toolkit's own package of that name).
 
 Errors answer a short JSON body, {"status": 415, "message": "..."}: the toolkit would append the whole
 Python traceback (file paths, code) to the body, and SageMaker hands the body to the caller. The
 traceback still goes to the endpoint's log.
 
-Contract, the same as training.serve and the built-in algorithm: one image per request
+Contract, the same as training.serving.endpoint and the built-in algorithm: one image per request
 (image/png, image/jpeg or application/x-image), answer application/json, the list of class
 probabilities in metadata order, e.g. [0.02, 0.98].
 """
@@ -23,11 +23,11 @@ import os
 import sys
 
 # The dependencies shipped in the artifact (code/lib) come first: the container has no onnxruntime.
-_LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib")
+_LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "lib")  # code/lib
 if os.path.isdir(_LIB) and _LIB not in sys.path:
     sys.path.insert(0, _LIB)
 
-from .inference import Classifier, ImageTooLargeError, InvalidImageError  # noqa: E402 - after the path
+from ..inference import Classifier, ImageTooLargeError, InvalidImageError  # noqa: E402 - after the path
 
 IMAGE_CONTENT_TYPES = ("image/png", "image/jpeg", "application/x-image")
 JSON_CONTENT_TYPE = "application/json"

@@ -1,12 +1,12 @@
 """How fast is the shipped model, and what do ONNX export and the HTTP endpoint cost or gain?
 
-    python -m training.benchmark [--model-dir training/model] [--images N] [--seconds S] [--rounds R]
+    python -m training benchmark [--model-dir training/model] [--images N] [--seconds S] [--rounds R]
 
 Measures, in one run on the same real CIFAR images and the same weights:
 
 1. PyTorch eager (training.model_def.load_torch_model) - the baseline, batch 1 and batched;
 2. the exported ONNX model through training.inference.Classifier, batch 1 and batched;
-3. the serving endpoint (training.serve, started in-process on an ephemeral port) over HTTP with
+3. the serving endpoint (training.serving.endpoint, started in-process on an ephemeral port) over HTTP with
    boto3's invoke_endpoint, at concurrency 1 and 8.
 
 Every row includes decoding and preprocessing (Classifier.preprocess, also for PyTorch), so rows
@@ -41,7 +41,7 @@ import numpy as np
 from training.inference import DEFAULT_MODEL_DIR, Classifier
 from training.preprocess import STAGED_DATA, missing_data
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = pathlib.Path(STAGED_DATA) / "test"  # relative to REPO_ROOT; `make data` stages it
 WARMUP_CALLS = 2
 EAGER = "pytorch eager"
@@ -187,7 +187,7 @@ def run(model_dir: pathlib.Path, images: list[bytes], *, max_images: int, second
     import torch
 
     from training.model_def import load_torch_model
-    from training.serve import start_endpoint
+    from training.serving.endpoint import start_endpoint
 
     classifier = Classifier.load(model_dir)  # serving threads: one per run, one stream per core
     all_cores = Classifier.load(model_dir, threads=None)  # ORT's default: every core for each run
@@ -293,12 +293,12 @@ def report(results: list[Result], info: dict, header: dict) -> str:
                  f"{CEILING_MATMUL_SIZE} MatMul) -> at most {ceiling:.1f} images/s on {header['cpus']} cores, "
                  f"{info['ceiling_ratio_vs_pytorch_eager']:.2f}x eager batch 1; {streams.name} x{streams.concurrency} "
                  f"reaches {info['serving_share_of_ceiling']:.0%} of it.")
-    lines.append(json.dumps({"benchmark": "training.benchmark", **header, **info, "results": rows}))
+    lines.append(json.dumps({"benchmark": "training.serving.benchmark", **header, **info, "results": rows}))
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.benchmark", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m training benchmark", description=__doc__.split("\n\n")[0])
     p.add_argument("--model-dir", default=str(DEFAULT_MODEL_DIR.relative_to(REPO_ROOT)),
                    help="model folder (default training/model, relative to the repo root)")
     p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, NotADirectoryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"training.benchmark: {len(images)} images from {args.data_dir}, model {args.model_dir}, "
+    print(f"training.serving.benchmark: {len(images)} images from {args.data_dir}, model {args.model_dir}, "
           f"{os.cpu_count()} CPUs (timings are noisy when the machine is shared)", file=sys.stderr, flush=True)
     started = time.perf_counter()
     results, info = run(model_dir, images, max_images=args.images, seconds=args.seconds,

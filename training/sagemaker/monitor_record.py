@@ -3,7 +3,7 @@
 The endpoint's input is an image, which Model Monitor's data-quality analyser cannot profile, so
 the monitored features are the model's answer: each class probability and the top confidence.
 This file is uploaded as the schedule's record_preprocessor_script and runs inside the Model
-Monitor container (standard library only); `training.sagemaker_monitor` builds the baseline CSV
+Monitor container (standard library only); `training.sagemaker.monitor` builds the baseline CSV
 with the same `features` function, so baseline and live data have the same columns.
 
 The class names come from the SCONES_CLASSES environment variable (comma-separated, in model

@@ -36,9 +36,9 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import unquote
 
-from training.capture import CaptureConfig, CaptureWriter
 from training.inference import (DEFAULT_MODEL_DIR, SERVING_THREADS, Classifier, ImageTooLargeError,
                                 InvalidImageError)
+from training.serving.capture import CaptureConfig, CaptureWriter
 
 log = logging.getLogger(__name__)
 
@@ -483,7 +483,7 @@ def _invoke_example(server: EndpointServer) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.serve", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m training serve", description=__doc__.split("\n\n")[0])
     p.add_argument("--model-dir", default=str(DEFAULT_MODEL_DIR), help="folder with model.onnx and metadata.json")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 8080; 0 = any free port)")

@@ -1,7 +1,7 @@
 """Deploy a model to a SageMaker endpoint with data capture and target-tracking autoscaling.
 
 Ours: the exported ONNX model (model.onnx + metadata.json) is packed into model.tar.gz together
-with code/ (training.sagemaker_inference and the training modules it imports, plus a
+with code/ (training.sagemaker.handler and the training modules it imports, plus a
 requirements.txt) and served by the SageMaker PyTorch inference container. The built-in
 algorithm's model.tar.gz is served by its own image as it is. Either way the endpoint answers an
 image with the JSON list of class probabilities, which is what the classify Lambda expects.
@@ -24,14 +24,15 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from .sagemaker_context import LaunchError, parse_s3_uri, region_of, s3_join
-from .sagemaker_train import BUILTIN_ALGORITHM, PYTORCH_PY_VERSION, PYTORCH_VERSION
+from ..s3_uri import parse_s3_uri, s3_join
+from .context import LaunchError, region_of
+from .training_job import BUILTIN_ALGORITHM, PYTORCH_PY_VERSION, PYTORCH_VERSION
 
 VARIANT_NAME = "AllTraffic"
 # Our ONNX model needs ~10 ms of one CPU per 32x32 image: the smallest general-purpose instance
 # serves it; scale out instead of up.
 DEFAULT_INSTANCE_TYPE = "ml.m5.large"
-HANDLER_MODULE = "training.sagemaker_inference"
+HANDLER_MODULE = "training.sagemaker.handler"
 CODE_DIR = "code"
 # The inference container (PyTorch 2.6 CPU: Python 3.12 on x86_64) has numpy and Pillow (torchvision's) but
 # not onnxruntime. It ships inside the artifact (code/lib, added to sys.path by the handler) rather than in a
@@ -43,7 +44,8 @@ CONTAINER_PLATFORM = "manylinux_2_28_x86_64"
 LIB_DIR = "lib"
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 ENDPOINT_NAME_PATTERN = re.compile(r"^[a-z0-9](-*[a-z0-9]){0,62}$")  # as template.yaml allows
-TRAINING_DIR = Path(__file__).resolve().parent
+TRAINING_DIR = Path(__file__).resolve().parents[1]  # the training package
+SOURCE_ROOT = TRAINING_DIR.parent  # code/ mirrors the repository from here: code/training/...
 
 
 @dataclass
@@ -98,29 +100,47 @@ class DeployRequest:
 # --------------------------------------------------------------------------- packaging
 
 
-def handler_modules(entry: str = HANDLER_MODULE) -> list[str]:
-    """The training.* modules the handler needs: entry plus everything it imports, transitively."""
-    package = "training"
-    needed, todo = set(), [entry.split(".", 1)[1]]
+def _module_file(name: str) -> Path | None:
+    """The source file of a dotted module name under the repository root (None: not a module of ours)."""
+    path = SOURCE_ROOT.joinpath(*name.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def handler_modules(entry: str = HANDLER_MODULE) -> list[Path]:
+    """The files the handler needs, relative to the repository root: its module, every training.* module it
+    imports (transitively), and the __init__.py of each package on their way."""
+    package = TRAINING_DIR.name
+    needed: set[Path] = set()
+    seen, todo = set(), [entry]
     while todo:
         name = todo.pop()
-        if name in needed:
+        path = _module_file(name)
+        if name in seen or path is None:  # imported names that are not modules (classes, functions) end here
             continue
-        needed.add(name)
-        tree = ast.parse((TRAINING_DIR / f"{name}.py").read_text())
-        for node in ast.walk(tree):
+        seen.add(name)
+        parts = name.split(".")
+        needed |= {_module_file(".".join(parts[:i])).relative_to(SOURCE_ROOT) for i in range(1, len(parts))}
+        needed.add(path.relative_to(SOURCE_ROOT))
+        here = parts if path.name == "__init__.py" else parts[:-1]  # the package relative imports start from
+        for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
-                if node.level == 1:  # from .x import y / from . import x
-                    todo += [node.module] if node.module else [a.name for a in node.names]
-                elif node.level == 0 and node.module and node.module.startswith(package + "."):
-                    todo.append(node.module.split(".", 1)[1])
+                if node.level:  # from .x import y / from ..x import y / from . import x
+                    base = ".".join(here[:len(here) - node.level + 1] + ([node.module] if node.module else []))
+                elif node.module and node.module.startswith(package + "."):
+                    base = node.module
+                else:
+                    continue
+                todo += [base] + [f"{base}.{alias.name}" for alias in node.names]
             elif isinstance(node, ast.Import):
-                todo += [a.name.split(".", 1)[1] for a in node.names if a.name.startswith(package + ".")]
-    return sorted(n for n in needed if (TRAINING_DIR / f"{n}.py").is_file())
+                todo += [alias.name for alias in node.names if alias.name.startswith(package + ".")]
+    return sorted(needed)
 
 
 def _check_model_dir(model_dir: Path) -> None:
-    from .inference import Classifier, ModelLoadError
+    from ..inference import Classifier, ModelLoadError
 
     try:  # load it once here: a broken artifact should fail now, not on a paid endpoint
         Classifier.load(model_dir)
@@ -156,9 +176,8 @@ def package_model(model_dir: Path, dest: Path, vendored: Path | None = None) -> 
             rel = path.relative_to(model_dir)
             if path.is_file() and rel.parts[0] != CODE_DIR:
                 tar.add(path, arcname=str(rel))
-        tar.add(TRAINING_DIR / "__init__.py", arcname=f"{CODE_DIR}/training/__init__.py")
-        for name in handler_modules():
-            tar.add(TRAINING_DIR / f"{name}.py", arcname=f"{CODE_DIR}/training/{name}.py")
+        for relative in handler_modules():
+            tar.add(SOURCE_ROOT / relative, arcname=f"{CODE_DIR}/{relative.as_posix()}")
         for path in sorted(Path(vendored).rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
                 tar.add(path, arcname=f"{CODE_DIR}/{LIB_DIR}/{path.relative_to(vendored)}")

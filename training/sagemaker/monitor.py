@@ -3,7 +3,7 @@
 The baseline is the model's output on the validation hold-out of the train split
 (stage_data's holdout/validation.lst; never the test split), profiled by a baselining
 processing job into statistics.json + constraints.json. The hourly schedule then profiles the
-endpoint's captured answers with `sagemaker_monitor_record.preprocess_handler` and reports
+endpoint's captured answers with `monitor_record.preprocess_handler` and reports
 violations of those constraints (drift of class probabilities / confidence).
 """
 
@@ -14,10 +14,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sagemaker_context import LaunchError, s3_join, sagemaker_session
-from .sagemaker_monitor_record import CLASSES_ENV, features
+from ..s3_uri import s3_join
+from .context import LaunchError, sagemaker_session
+from .monitor_record import CLASSES_ENV, features
 
-RECORD_SCRIPT = Path(__file__).resolve().parent / "sagemaker_monitor_record.py"
+RECORD_SCRIPT = Path(__file__).resolve().parent / "monitor_record.py"
 # Model Monitor's analyser on tabular features of a few thousand records: the smallest
 # instance type it supports is plenty.
 DEFAULT_MONITOR_INSTANCE = "ml.m5.xlarge"
@@ -38,13 +39,13 @@ class MonitorRequest:
 
 def write_baseline_csv(model_dir: Path, staged: Path, dest: Path, progress=None) -> tuple[Path, list[str]]:
     """Run the model over the staged validation hold-out; one CSV row of features per image."""
-    from .inference import Classifier
-    from .stage_data import HOLDOUT_DIR, read_lst
+    from ..inference import Classifier
+    from ..stage_data import HOLDOUT_DIR, read_lst
 
     stream = progress if progress is not None else sys.stderr
     lst = Path(staged) / HOLDOUT_DIR / "validation.lst"
     if not lst.is_file():
-        raise LaunchError(f"{lst} not found: stage the data first (python -m training.stage_data)")
+        raise LaunchError(f"{lst} not found: stage the data first (python -m training stage-data)")
     rows = read_lst(lst)
     clf = Classifier.load(model_dir)
     dest = Path(dest)

@@ -23,8 +23,9 @@ from typing import Callable
 
 from botocore.exceptions import ClientError
 
-from .sagemaker_context import LaunchError, region_of, s3_join
-from .sagemaker_deploy import VARIANT_NAME, DeployRequest, _upload_immutable, container_for, model_artifact
+from ..s3_uri import s3_join
+from .context import LaunchError, region_of
+from .deploy import VARIANT_NAME, DeployRequest, _upload_immutable, container_for, model_artifact
 
 CONTENT_TYPES = ["application/x-image", "image/png", "image/jpeg", "image/webp"]
 # The stack's alarms that say a model is doing harm (template.yaml outputs); any of them rolls a canary back.
@@ -176,7 +177,7 @@ def live_model_dir(boto_session, endpoint_name: str, dest: Path) -> Path:
     """The live model (model.onnx, metadata.json), unpacked from the artifact the endpoint serves: the champion."""
     import tarfile
 
-    from .sagemaker_context import parse_s3_uri
+    from ..s3_uri import parse_s3_uri
 
     sm = boto_session.client("sagemaker")
     container = live_container(sm, endpoint_name)

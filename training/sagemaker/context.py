@@ -1,4 +1,4 @@
-"""AWS context shared by the SageMaker launch commands: role, region, S3 paths, resource names.
+"""AWS context shared by the SageMaker launch commands: role, region, resource names.
 
 Imports nothing heavy: the SageMaker SDK is imported by the commands that need it.
 """
@@ -8,6 +8,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+
+from ..s3_uri import parse_s3_uri
 
 ROLE_ENV = "SAGEMAKER_ROLE_ARN"
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
@@ -35,22 +37,6 @@ def region_of(boto_session) -> str:
         raise LaunchError("no AWS region configured: export AWS_DEFAULT_REGION=<region> "
                           "(boto3 reads AWS_DEFAULT_REGION, not AWS_REGION) or run `aws configure`")
     return region
-
-
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """s3://bucket/some/prefix -> ("bucket", "some/prefix")."""
-    if not isinstance(uri, str) or not uri.startswith("s3://"):
-        raise LaunchError(f"not an S3 URI: {uri!r} (expected s3://bucket/prefix)")
-    bucket, _, prefix = uri[5:].partition("/")
-    if not bucket:
-        raise LaunchError(f"not an S3 URI: {uri!r} (expected s3://bucket/prefix)")
-    return bucket, prefix.strip("/")
-
-
-def s3_join(uri: str, *parts: str) -> str:
-    bucket, prefix = parse_s3_uri(uri)
-    keys = [p.strip("/") for p in (prefix, *parts) if p and p.strip("/")]
-    return f"s3://{bucket}/" + "/".join(keys)
 
 
 def unique_name(base: str, now: dt.datetime | None = None) -> str:

@@ -1,14 +1,14 @@
 """Train, deploy, monitor and tear down the classifier on SageMaker (SDK v3).
 
-    python -m training.sagemaker_launch train --algorithm builtin --data-uri s3://B/scones/data --output-uri s3://B/scones
-    python -m training.sagemaker_launch train --algorithm pytorch --data-uri s3://B/scones/data --output-uri s3://B/scones
-    python -m training.sagemaker_launch deploy --model-dir training/model --artifact-uri s3://B/scones
-    python -m training.sagemaker_launch monitor --endpoint-name NAME --s3-uri s3://B/scones
-    python -m training.sagemaker_launch teardown --endpoint-name NAME
-    python -m training.sagemaker_launch register --endpoint-name NAME --model-dir build/model --gate-result build/gate.json --artifact-uri s3://B/scones
-    python -m training.sagemaker_launch update --endpoint-name NAME --model-package ARN --stack STACK
-    python -m training.sagemaker_launch promote --endpoint-name NAME --challenger build/model --artifact-uri s3://B/scones --stack STACK
-    python -m training.sagemaker_launch rollback --endpoint-name NAME
+    python -m training sagemaker train --algorithm builtin --data-uri s3://B/scones/data --output-uri s3://B/scones
+    python -m training sagemaker train --algorithm pytorch --data-uri s3://B/scones/data --output-uri s3://B/scones
+    python -m training sagemaker deploy --model-dir training/model --artifact-uri s3://B/scones
+    python -m training sagemaker monitor --endpoint-name NAME --s3-uri s3://B/scones
+    python -m training sagemaker teardown --endpoint-name NAME
+    python -m training sagemaker register --endpoint-name NAME --model-dir build/model --gate-result build/gate.json --artifact-uri s3://B/scones
+    python -m training sagemaker update --endpoint-name NAME --model-package ARN --stack STACK
+    python -m training sagemaker promote --endpoint-name NAME --challenger build/model --artifact-uri s3://B/scones --stack STACK
+    python -m training sagemaker rollback --endpoint-name NAME
 
 The role comes from --role or $SAGEMAKER_ROLE_ARN, the region from the standard AWS configuration
 (AWS_DEFAULT_REGION or ~/.aws/config; boto3 does not read AWS_REGION). The SageMaker SDK is imported only by the
@@ -22,10 +22,11 @@ import json
 import sys
 from pathlib import Path
 
-from . import gate
-from .sagemaker_context import LaunchError, resolve_role, s3_join, unique_name
+from .. import gate
+from ..inference import DEFAULT_MODEL_DIR
+from ..s3_uri import S3UriError, s3_join
+from .context import LaunchError, resolve_role, unique_name
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "model"
 VENDORED_HELP = ("a folder with the handler's dependencies (onnxruntime) unpacked for the container's Python 3.12 "
                  "on x86_64, shipped in the model (default: pip fetches them while packaging)")
 
@@ -42,7 +43,7 @@ def _csv_list(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.sagemaker_launch",
+    parser = argparse.ArgumentParser(prog="python -m training sagemaker",
                                      description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -164,7 +165,7 @@ def _print_json(result: dict) -> None:
 
 
 def run_train(args, boto_session) -> None:
-    from .sagemaker_train import TrainRequest, launch
+    from .training_job import TrainRequest, launch
 
     req = TrainRequest(
         algorithm=args.algorithm, data_uri=args.data_uri, output_uri=args.output_uri,
@@ -176,12 +177,12 @@ def run_train(args, boto_session) -> None:
         raise LaunchError("--reviewed-uri needs --algorithm pytorch (the built-in algorithm reads .lst channels only)")
     result = launch(req, boto_session)
     _print_json(result)
-    print(f"\nnext: python -m training.sagemaker_launch deploy --algorithm {args.algorithm} "
+    print(f"\nnext: python -m training sagemaker deploy --algorithm {args.algorithm} "
           f"--model-data {result['model_data']} --artifact-uri {args.output_uri}")
 
 
 def run_deploy(args, boto_session) -> None:
-    from .sagemaker_deploy import (DEFAULT_INSTANCE_TYPE, CaptureSettings, DeployRequest, ScalingSettings,
+    from .deploy import (DEFAULT_INSTANCE_TYPE, CaptureSettings, DeployRequest, ScalingSettings,
                                    ServerlessSettings, deploy, sam_deploy_line)
 
     endpoint = args.endpoint_name or unique_name("scones-classifier")
@@ -223,7 +224,7 @@ def _model_classes(model_dir: Path) -> list[str]:
 def run_monitor(args, boto_session) -> None:
     import tempfile
 
-    from .sagemaker_monitor import DEFAULT_MONITOR_INSTANCE, MonitorRequest, create, create_schedule, write_baseline_csv
+    from .monitor import DEFAULT_MONITOR_INSTANCE, MonitorRequest, create, create_schedule, write_baseline_csv
 
     role = resolve_role(args.role)
     classes = args.classes or _model_classes(args.model_dir)
@@ -239,8 +240,8 @@ def run_monitor(args, boto_session) -> None:
 
 
 def run_register(args, boto_session) -> None:
-    from .sagemaker_deploy import DEFAULT_INSTANCE_TYPE, DeployRequest
-    from .sagemaker_rollout import register
+    from .deploy import DEFAULT_INSTANCE_TYPE, DeployRequest
+    from .rollout import register
 
     req = DeployRequest(endpoint_name=args.endpoint_name, role="", artifact_uri=args.artifact_uri,
                         model_dir=args.model_dir, instance_type=args.instance_type or DEFAULT_INSTANCE_TYPE,
@@ -248,12 +249,12 @@ def run_register(args, boto_session) -> None:
     result = register(req, boto_session, gate_result=args.gate_result)
     _print_json(result)
     if result["status"] == "Approved":
-        print(f"\nnext: python -m training.sagemaker_launch update --endpoint-name {args.endpoint_name} "
+        print(f"\nnext: python -m training sagemaker update --endpoint-name {args.endpoint_name} "
               f"--model-package {result['model_package_arn']} --stack <stack>")
 
 
 def run_update(args, boto_session) -> None:
-    from .sagemaker_rollout import CanarySettings, stack_alarm_names, update
+    from .rollout import CanarySettings, stack_alarm_names, update
 
     alarms = stack_alarm_names(boto_session, args.stack) if args.stack else args.alarm
     canary = CanarySettings(percent=args.canary_percent, bake_seconds=args.bake_minutes * 60)
@@ -263,8 +264,8 @@ def run_update(args, boto_session) -> None:
 def run_promote(args, boto_session) -> int:
     import tempfile
 
-    from .sagemaker_deploy import DEFAULT_INSTANCE_TYPE, DeployRequest
-    from .sagemaker_rollout import CanarySettings, live_model_dir, register, stack_alarm_names, update
+    from .deploy import DEFAULT_INSTANCE_TYPE, DeployRequest
+    from .rollout import CanarySettings, live_model_dir, register, stack_alarm_names, update
 
     alarms = stack_alarm_names(boto_session, args.stack) if args.stack else args.alarm
     with tempfile.TemporaryDirectory() as tmp:
@@ -291,13 +292,13 @@ def run_promote(args, boto_session) -> int:
 
 
 def run_rollback(args, boto_session) -> None:
-    from .sagemaker_rollout import rollback
+    from .rollout import rollback
 
     _print_json(rollback(args.endpoint_name, resolve_role(args.role), boto_session))
 
 
 def run_teardown(args, boto_session) -> None:
-    from .sagemaker_teardown import teardown
+    from .teardown import teardown
 
     teardown(args.endpoint_name, boto_session)
 
@@ -310,7 +311,7 @@ def main(argv: list[str] | None = None, boto_session=None) -> int:
     args = build_parser().parse_args(argv)
     from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
-    from .stage_data import StageDataError
+    from ..stage_data import StageDataError
 
     try:
         if boto_session is None:
@@ -318,7 +319,7 @@ def main(argv: list[str] | None = None, boto_session=None) -> int:
 
             boto_session = boto3.Session()
         code = COMMANDS[args.command](args, boto_session)
-    except (LaunchError, StageDataError) as exc:
+    except (LaunchError, S3UriError, StageDataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except WaiterError as exc:

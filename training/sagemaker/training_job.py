@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .sagemaker_context import LaunchError, parse_s3_uri, region_of, s3_join, sagemaker_session
+from ..s3_uri import parse_s3_uri, s3_join
+from .context import LaunchError, region_of, sagemaker_session
 
 BUILTIN_ALGORITHM = "image-classification"
 BUILTIN_CHANNELS = ("train", "validation", "train_lst", "validation_lst")
@@ -24,9 +25,10 @@ DEFAULT_BUILTIN_INSTANCE = "ml.g4dn.xlarge"
 DEFAULT_PYTORCH_INSTANCE = "ml.m5.xlarge"
 PYTORCH_VERSION = "2.6"
 PYTORCH_PY_VERSION = "py312"
-TRAINING_DIR = Path(__file__).resolve().parent
-# Not code: the shipped model and caches stay out of the uploaded source_dir.
-SOURCE_IGNORE = ["model", "__pycache__", "*.pyc", ".pytest_cache"]
+TRAINING_DIR = Path(__file__).resolve().parents[1]  # the training package: train.py and the modules it imports
+# Not code the job runs: the shipped model, caches, and these SageMaker operations (the job runs train.py with
+# training/ first on sys.path, where this folder would stand in for the SageMaker SDK's own `sagemaker`).
+SOURCE_IGNORE = ["model", "sagemaker", "__pycache__", "*.pyc", ".pytest_cache"]
 
 
 @dataclass
@@ -73,7 +75,7 @@ def count_lst(boto_session, lst_uri: str) -> tuple[int, int]:
         text = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
     except s3.exceptions.NoSuchKey:
         raise LaunchError(f"{lst_uri} does not exist; stage and upload first "
-                          "(python -m training.stage_data --s3-uri ...)") from None
+                          "(python -m training stage-data --s3-uri ...)") from None
     rows = [line.split("\t") for line in text.splitlines() if line.strip()]
     if not rows or any(len(r) != 3 for r in rows):
         raise LaunchError(f"{lst_uri} is not an .lst file (index<TAB>label<TAB>path per line)")
