@@ -12,10 +12,10 @@ Measures, in one run on the same real CIFAR images and the same weights:
 Every row includes decoding and preprocessing (Classifier.preprocess, also for PyTorch), so rows
 compare end to end from image bytes. Each measurement classifies up to N images (cycling through
 the set) or stops after S seconds, after two warm-up calls; every path is measured in each of R rounds
-(alternating paths, so a slow spell of a shared machine affects all of them) and its row sums the rounds. Prints a table with per-image latency
-p50/p95, images/s and the images/s ratio against PyTorch eager at the same batch size (batch 1 for
-the HTTP rows), then one JSON line with the same figures. Timings on a shared machine are noisy:
-compare ratios within one run, not absolute numbers across runs.
+(alternating paths, so a slow spell of a shared machine affects all of them) and its row sums the rounds.
+Prints a table with per-image latency p50/p95, images/s and the images/s ratio against PyTorch eager at the
+same batch size (batch 1 for the HTTP rows), then one JSON line with the same figures. Timings on a shared
+machine are noisy: compare ratios within one run, not absolute numbers across runs.
 
 It also prints the float32 ceiling measured in the same run: the multiply-adds of one image through the
 network, and how fast one core multiplies float32 matrices (a 1-thread 1024x1024 MatMul in ONNX Runtime,
@@ -47,8 +47,6 @@ WARMUP_CALLS = 2
 EAGER = "pytorch eager"
 ORT_ALL_CORES = "onnxruntime all cores"  # one stream, ORT default threads
 ORT_SERVING = "onnxruntime 1 thread"  # serving: one thread per run, one stream per core
-
-
 CEILING_MATMUL_SIZE = 1024  # a square float32 MatMul this large runs at a core's best sustained rate
 
 
