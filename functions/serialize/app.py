@@ -3,7 +3,9 @@
 Input: the EventBridge S3 "Object Created" event, or the workflow state
 {"s3_bucket", "s3_key", ...} (the original contract; the state machine also normalises
 the EventBridge event into this shape). Output: the state plus image_data and its
-description. The upload's own faults (missing, empty, too large, not an image, damaged, a bomb)
+description. When this function could not answer for an upload (it crashed or timed out, or S3 refused
+the read), the state machine asks it again with {"decode_key": <state>} for the state with the literal
+key alone, so that the failed record is keyed as the upload is. The upload's own faults (missing, empty, too large, not an image, damaged, a bomb)
 are answered as the state plus "error": {"Error": <name>, "Cause": <JSON>} under the literal key,
 which only this function decodes; anything else (a bad event, S3 refusing) raises a named
 exception, and Step Functions sees the class name.
@@ -168,6 +170,25 @@ def parse_event(event: Any) -> tuple[dict[str, Any], str, str, str | None]:
     return state, bucket, key, delivered
 
 
+def _exists(bucket: str, key: str) -> bool | None:
+    """Whether the object is there (None: S3 would not say, e.g. it refused the read)."""
+    try:
+        s3_client().head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        return False if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound") else None
+    return True
+
+
+def decode_key(request: dict[str, Any]) -> dict[str, Any]:
+    """The state of ``request["decode_key"]`` with its literal key: the decoded one, unless only the key exactly
+    as delivered exists (as when reading the image). Nothing else of the state changes."""
+    state, bucket, key, delivered = parse_event(request["decode_key"])
+    if delivered is not None and delivered != key and _exists(bucket, key) is False and _exists(bucket, delivered):
+        key = delivered
+    logger.info("key decoded for a failed upload", extra={"s3_bucket": bucket, "s3_key": key})
+    return {**state, "s3_key": key}
+
+
 def read_image(bucket: str, key: str) -> bytes:
     """The object's bytes, refusing empty and oversized objects before downloading them."""
     where = f"s3://{bucket}/{key}"
@@ -210,8 +231,14 @@ def _reject(exc: Exception) -> None:
 
 
 @logger.inject_lambda_context(clear_state=True)
-@metrics.log_metrics
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+    if isinstance(event, dict) and set(event) == {"decode_key"}:
+        return decode_key(event)
+    return _serialize(event, context)
+
+
+@metrics.log_metrics
+def _serialize(event: Any, context: Any) -> dict[str, Any]:
     metrics.add_metric(name="ImagesReceived", unit=MetricUnit.Count, value=1)
     try:
         state, bucket, key, delivered = parse_event(event)

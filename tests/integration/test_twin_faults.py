@@ -99,6 +99,28 @@ def test_a_function_that_times_out_is_recorded_as_function_timeout(twin):
     assert "timed out" in record["error_detail"]
 
 
+def test_an_upload_serialize_could_not_answer_for_is_recorded_under_its_literal_key(twin):
+    """Only serialize decodes EventBridge's URL-encoded key; when it times out, the state machine asks it again
+    for the key alone (a fresh worker answers), so the failed record names the key as uploaded."""
+    key = "faults/my bike+1 (ça) 100%.png"
+    pool = twin.function_pool("SerializeImageFunction")
+    configured = pool.function
+    pool.function = dataclasses.replace(configured, timeout_s=0.5)
+    stuck = pool.pids()
+    for pid in stuck:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        upload(twin, key, sample("bicycle", 1))
+        record = wait_for(twin, {key})[key]
+    finally:
+        pool.function = configured
+        for pid in stuck:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    assert record["outcome"] == "failed" and record["reason"] == "FunctionTimeout"
+    assert [r["key"] for r in twin.results() if r["key"].startswith("faults/my")] == [key]  # no encoded twin
+
+
 @pytest.mark.parametrize("text", ["dynamodb:GetItem:1", "events:PutEvents:1", "sqs:SendMessage:zero",
                                   "sqs:SendMessage:0", "dynamodb:PutItem"])
 def test_faults_the_twin_cannot_inject_are_refused_in_one_line(text):

@@ -294,6 +294,33 @@ def test_state_machine_keys_marked_url_encoded_are_decoded(serialize, s3, lambda
     assert "s3_key_encoding" not in result
 
 
+@pytest.mark.parametrize("key", AWKWARD_KEYS)
+def test_after_a_failure_the_state_machine_gets_the_literal_key_and_nothing_else_changes(serialize, s3,
+                                                                                        lambda_context, key):
+    # Serialize crashed on this upload; its state (with the catch's error) comes back with the literal key.
+    s3.put_object(Bucket=INTAKE_BUCKET, Key=key, Body=b"whatever made it crash")
+    state = {"s3_bucket": INTAKE_BUCKET, "s3_key": quote_plus(key, safe="/"), "s3_key_encoding": "url",
+             "uploaded_at": "2025-11-20T14:03:27Z", "upload": {"sequencer": "0A"},
+             "error": {"Error": "FunctionCrashed", "Cause": "{}"}}
+    answer = serialize.lambda_handler({"decode_key": state}, lambda_context)
+    assert answer == {**{k: v for k, v in state.items() if k != "s3_key_encoding"}, "s3_key": key}
+
+
+def test_the_literal_key_is_the_delivered_one_when_only_that_exists(serialize, s3, lambda_context):
+    # EventBridge may deliver a key unencoded: 'a+b.png' then names itself, not 'a b.png'.
+    s3.put_object(Bucket=INTAKE_BUCKET, Key="photos/a+b.png", Body=b"x")
+    state = {"s3_bucket": INTAKE_BUCKET, "s3_key": "photos/a+b.png", "s3_key_encoding": "url"}
+    assert serialize.lambda_handler({"decode_key": state}, lambda_context)["s3_key"] == "photos/a+b.png"
+    # Neither exists any more (deleted since): the decoded key, as S3 documents its events.
+    s3.delete_object(Bucket=INTAKE_BUCKET, Key="photos/a+b.png")
+    assert serialize.lambda_handler({"decode_key": state}, lambda_context)["s3_key"] == "photos/a b.png"
+
+
+def test_a_decode_request_for_a_malformed_state_is_an_invalid_event(serialize, lambda_context):
+    with pytest.raises(serialize.InvalidEventError):
+        serialize.lambda_handler({"decode_key": {"s3_key": "a.png"}}, lambda_context)
+
+
 def test_an_unknown_key_encoding_is_an_invalid_event(serialize, lambda_context):
     with pytest.raises(serialize.InvalidEventError):
         serialize.lambda_handler({"s3_bucket": INTAKE_BUCKET, "s3_key": "a.png", "s3_key_encoding": "base64"},

@@ -90,12 +90,23 @@ def test_every_failing_task_ends_in_a_failed_record(machine):
         for catch in state["Catch"]:
             if catch["ErrorEquals"] == ["LowConfidenceError"]:
                 continue  # not a failure: the image is recorded as needs_review, then sent to review
-            target = states[catch["Next"]]
-            if target["Type"] == "Pass" and catch["Next"].startswith("Name"):  # names the error, then records it
-                target = states[target["Next"]]
-            if catch is catch_all[0] or target.get("Resource") == record:
+            # Naming the error and decoding the key come before the record; each way ends in a failed one.
+            for target in _records_reached(states, catch["Next"]):
                 assert target.get("Resource") == record, f"{name}: errors go to {catch['Next']}, not a record"
                 assert target["Parameters"]["Item"]["outcome"] == {"S": "failed"}, name
+
+
+def _records_reached(states: dict, name: str) -> list[dict]:
+    """The first Task (or Fail) on every way out of ``name`` through naming Passes, the key Choice and DecodeKey."""
+    state = states[name]
+    if state["Type"] == "Pass" and name.startswith("Name"):
+        return _records_reached(states, state["Next"])
+    if state["Type"] == "Choice":
+        ways = [c["Next"] for c in state["Choices"]] + [state["Default"]]
+        return [r for way in ways for r in _records_reached(states, way)]
+    if name == "DecodeKey":
+        return [r for way in [state["Next"]] + [c["Next"] for c in state["Catch"]] for r in _records_reached(states, way)]
+    return [state]
 
 
 def test_transient_service_errors_are_retried(machine):
@@ -190,7 +201,31 @@ def test_function_timeouts_and_crashes_are_recorded_under_names_a_user_can_act_o
             (catch,) = [c for c in catches if error in c["ErrorEquals"]]
             namer = states[catch["Next"]]
             assert namer["Parameters"] == {"Error": name, "Cause.$": "$.error.Cause"}, task
-            assert namer["ResultPath"] == "$.error" and namer["Next"] == "RecordFailed"
+            assert namer["ResultPath"] == "$.error" and namer["Next"] == "IsKeyDecoded"
+
+
+def test_a_failure_before_serialize_answered_is_recorded_under_the_decoded_key(machine):
+    """Only serialize decodes EventBridge's URL-encoded key; when it could not answer, DecodeKey asks it again for
+    the key alone, then the failure is recorded. Every way to RecordFailed that may still hold the encoded key
+    (s3_key_encoding present) passes the IsKeyDecoded choice."""
+    _, _, definition = machine
+    states = definition["States"]
+    choice = states["IsKeyDecoded"]
+    assert choice["Choices"] == [{"Variable": "$.s3_key_encoding", "IsPresent": True, "Next": "DecodeKey"}]
+    assert choice["Default"] == "RecordFailed"
+    decode = states["DecodeKey"]
+    assert decode["Parameters"]["FunctionName"] == states["SerializeImageData"]["Parameters"]["FunctionName"]
+    assert decode["OutputPath"] == "$.Payload" and decode["Next"] == "RecordFailed"
+    assert decode["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": "RecordFailed"}]
+    # a fresh environment answers a crash or a timeout of the one that failed
+    assert any("Sandbox.Timedout" in r["ErrorEquals"] and "Runtime.ExitError" in r["ErrorEquals"] for r in decode["Retry"])
+    assert {c["Next"] for c in states["SerializeImageData"]["Catch"]} <= {
+        "NameFunctionTimeout", "NameFunctionCrash", "NameFunctionUnknownFailure", "IsKeyDecoded"}
+    # Straight to the record only from where the key is literal: serialize's answer onwards, or decoded.
+    into_record = {name for name, state in states.items() if "RecordFailed" in (
+        {state.get("Next"), state.get("Default")} | {c["Next"] for c in state.get("Choices", []) + state.get("Catch", [])})}
+    assert into_record == {"IsImageUsable", "ClassifyImage", "FilterLowConfidence", "PublishClassified", "SendToReview",
+                           "IsKeyDecoded", "DecodeKey"}
 
 
 def test_a_record_is_written_only_over_an_older_upload_of_its_key(machine):

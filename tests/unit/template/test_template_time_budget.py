@@ -65,15 +65,18 @@ def test_every_task_has_its_own_timeout_above_its_functions(raw_template, machin
         if state["Type"] != "Task":
             continue
         assert isinstance(state.get("TimeoutSeconds"), int), name
-        if state["Resource"] == LAMBDA_INVOKE:
-            # the function's own timeout comes first, so the record names it (FunctionTimeout), with room
-            # for a cold start's initialisation
+        if state["Resource"] == LAMBDA_INVOKE and state["Parameters"].get("Payload.$") == "$":
+            # a function's own work: its own timeout comes first, so the record names it (FunctionTimeout),
+            # with room for a cold start's initialisation
             placeholder = re.fullmatch(r"\$\{(\w+)\}", state["Parameters"]["FunctionName"]).group(1)
             function = substitutions[placeholder]["Fn::GetAtt"][0]
             timeout = raw_template["Resources"][function]["Properties"]["Timeout"]
             assert state["TimeoutSeconds"] >= timeout + 3, name
             checked += 1
     assert checked == 3  # serialize, classify, filter
+    # DecodeKey asks serialize for a key alone, no image read: a short timeout bounds the failure path.
+    decode = definition["States"]["DecodeKey"]
+    assert decode["Parameters"]["Payload"] == {"decode_key.$": "$"} and decode["TimeoutSeconds"] <= 5
 
 
 def test_the_slowest_path_stays_well_inside_the_express_limit(machine, repo):
