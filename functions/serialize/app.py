@@ -3,12 +3,13 @@
 Input: the EventBridge S3 "Object Created" event, or the workflow state
 {"s3_bucket", "s3_key", ...} (the original contract; the state machine also normalises
 the EventBridge event into this shape). Output: the state plus image_data and its
-description. When this function could not answer for an upload (it crashed or timed out, or S3 refused
-the read), the state machine asks it again with {"decode_key": <state>} for the state with the literal
-key alone, so that the failed record is keyed as the upload is. The upload's own faults (missing, empty, too large, not an image, damaged, a bomb)
+description. The upload's own faults (missing, empty, too large, not an image, damaged, a bomb)
 are answered as the state plus "error": {"Error": <name>, "Cause": <JSON>} under the literal key,
 which only this function decodes; anything else (a bad event, S3 refusing) raises a named
-exception, and Step Functions sees the class name.
+exception, and Step Functions sees the class name. When this function could not answer for an upload
+(it crashed or timed out, or S3 refused the read), the state machine asks it again with
+{"decode_key": <state>} for that state under its literal key alone, so the failed record names the key
+as uploaded.
 """
 
 from __future__ import annotations
