@@ -78,23 +78,29 @@ def test_a_dispatch_that_never_goes_out_leaves_a_failed_record(twin):
     assert json.loads(record["upload"])["sequencer"] == record["sequencer"]  # a re-drive may replace it
 
 
-def test_a_function_that_times_out_is_recorded_as_function_timeout(twin):
-    pool = twin.function_pool("FilterInferenceFunction")
+@contextlib.contextmanager
+def stuck_past_its_timeout(twin, function: str):
+    """The function's warm workers stop answering (SIGSTOP), as a function stuck past its (shortened, 0.5 s)
+    Timeout does; the runtime kills each at its deadline and starts a fresh one for the next invocation."""
+    pool = twin.function_pool(function)
     configured = pool.function
-    # Its warm workers stop answering (SIGSTOP), as a function stuck past its (shortened) Timeout does; the
-    # runtime kills them at the deadline and starts fresh ones for the next invocation.
     pool.function = dataclasses.replace(configured, timeout_s=0.5)
     stuck = pool.pids()
     for pid in stuck:
         os.kill(pid, signal.SIGSTOP)
     try:
-        upload(twin, "faults/timeout.png", sample("motorcycle", 3))
-        record = wait_for(twin, {"faults/timeout.png"})["faults/timeout.png"]
+        yield
     finally:
         pool.function = configured
         for pid in stuck:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
+
+
+def test_a_function_that_times_out_is_recorded_as_function_timeout(twin):
+    with stuck_past_its_timeout(twin, "FilterInferenceFunction"):
+        upload(twin, "faults/timeout.png", sample("motorcycle", 3))
+        record = wait_for(twin, {"faults/timeout.png"})["faults/timeout.png"]
     assert record["outcome"] == "failed" and record["reason"] == "FunctionTimeout"
     assert "timed out" in record["error_detail"]
 
@@ -103,20 +109,9 @@ def test_an_upload_serialize_could_not_answer_for_is_recorded_under_its_literal_
     """Only serialize decodes EventBridge's URL-encoded key; when it times out, the state machine asks it again
     for the key alone (a fresh worker answers), so the failed record names the key as uploaded."""
     key = "faults/my bike+1 (ça) 100%.png"
-    pool = twin.function_pool("SerializeImageFunction")
-    configured = pool.function
-    pool.function = dataclasses.replace(configured, timeout_s=0.5)
-    stuck = pool.pids()
-    for pid in stuck:
-        os.kill(pid, signal.SIGSTOP)
-    try:
+    with stuck_past_its_timeout(twin, "SerializeImageFunction"):
         upload(twin, key, sample("bicycle", 1))
         record = wait_for(twin, {key})[key]
-    finally:
-        pool.function = configured
-        for pid in stuck:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
     assert record["outcome"] == "failed" and record["reason"] == "FunctionTimeout"
     assert [r["key"] for r in twin.results() if r["key"].startswith("faults/my")] == [key]  # no encoded twin
 
