@@ -24,7 +24,8 @@ def review_message(record: dict[str, Any]) -> dict[str, Any]:
             "confidence": record.get("confidence", 0), "probabilities": record.get("probabilities", {}),
             "threshold": str(record.get("threshold", "")), "endpoint_name": record.get("endpoint_name", ""),
             "execution_arn": record["execution_arn"], "uploaded_at": record.get("uploaded_at", ""),
-            "sequencer": record.get("sequencer", "0"), "classes": record.get("classes", ""), "reason": "audit" if record.get("outcome") == "classified" else "below_threshold"}
+            "sequencer": record.get("sequencer", "0"), "classes": record.get("classes", ""),
+            "reason": "audit" if record.get("outcome") == "classified" else "below_threshold"}
 
 
 def requeue(dynamodb, sqs, table: str, queue_url: str, dry_run: bool = False,
