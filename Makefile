@@ -108,10 +108,10 @@ build: $(DEV_STAMP)
 	$(SAM) build
 
 demo: $(TWIN_STAMP)
-	$(BIN)/python -m local.demo $(if $(IMAGES),--images "$(IMAGES)")
+	$(BIN)/python -m local demo $(if $(IMAGES),--images "$(IMAGES)")
 
 demo-drift: $(TWIN_STAMP)
-	$(BIN)/python -m local.demo --shift dark --out build/demo-drift $(if $(IMAGES),--images "$(IMAGES)")
+	$(BIN)/python -m local demo --shift dark --out build/demo-drift $(if $(IMAGES),--images "$(IMAGES)")
 
 local: $(TWIN_STAMP)
 	$(BIN)/python -m local --port $(PORT) --endpoint-port $(ENDPOINT_PORT)
@@ -148,7 +148,7 @@ benchmark: $(DEV_STAMP)
 	$(BIN)/python -m training benchmark --data-dir $(EVAL_DATA)
 
 benchmark-twin: $(TWIN_STAMP)
-	$(BIN)/python -m local.benchmark
+	$(BIN)/python -m local benchmark
 
 benchmark-cold-start: $(TWIN_STAMP)
 	PATH="$(SAM_PATH)" $(BIN)/python functions/benchmark_cold_starts.py

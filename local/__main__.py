@@ -1,4 +1,8 @@
-"""`make local`: run the twin in the foreground until Ctrl-C.
+"""`make local`: run the twin in the foreground until Ctrl-C; `python -m local demo|benchmark` for the rest.
+
+    python -m local [--port P] [--fault ...] [--endpoint-down S]   # the twin, until Ctrl-C (make local)
+    python -m local demo [--images DIR] [--shift dark]            # the main job end to end (make demo)
+    python -m local benchmark [--bursts 300 1000]                 # throughput and latency (make benchmark-twin)
 
 Upload with the stock AWS CLI, boto3 or `python -m client submit` against the printed endpoint URL; each
 execution's progress shows in this log; outcomes land in the results table (`make results` prints it).
@@ -8,6 +12,7 @@ The twin keeps everything in memory: stopping it forgets every object, record an
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import signal
 import sys
@@ -61,8 +66,21 @@ Ctrl-C stops everything.
 """
 
 
+# python -m local COMMAND: the twin's other jobs, each its module's main()
+COMMANDS = {"demo": "local.demo", "benchmark": "local.benchmark"}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m local", description=__doc__.splitlines()[0])
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in COMMANDS:
+        return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
+    return run_twin(argv)
+
+
+def run_twin(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m local", description=__doc__.splitlines()[0],
+        epilog="other commands: python -m local demo --help, python -m local benchmark --help")
     parser.add_argument("--port", type=int, default=TWIN_PORT,
                         help=f"port of the emulated AWS services (default {TWIN_PORT})")
     parser.add_argument("--endpoint-port", type=int, default=TWIN_ENDPOINT_PORT,

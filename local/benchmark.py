@@ -131,7 +131,7 @@ def idle_latency(twin: Twin, count: int = 20) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m local.benchmark", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m local benchmark", description=__doc__.splitlines()[0])
     parser.add_argument("--bursts", type=int, nargs="+", default=[300, 1000], help="uploads per burst (default 300 1000)")
     parser.add_argument("--threads", type=int, default=8, help="client threads uploading at once (default 8)")
     parser.add_argument("--idle", type=int, default=20, help="photos for the no-load latency (default 20)")
