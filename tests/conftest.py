@@ -15,3 +15,16 @@ def aws_env(monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+@pytest.fixture
+def help_text(capsys):
+    """What a command line's ``main(argv + ["--help"])`` prints, once it has exited 0 as argparse does."""
+
+    def run(main, argv: list[str]) -> str:
+        with pytest.raises(SystemExit) as done:
+            main([*argv, "--help"])
+        assert done.value.code == 0
+        return capsys.readouterr().out
+
+    return run
