@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module = importlib.import_module(COMMANDS[args.command][0])
-    return module.cli(args.args) if hasattr(module, "cli") else module.main(args.args)
+    return module.main(args.args)
 
 
 if __name__ == "__main__":

@@ -232,8 +232,8 @@ def train_member(args, seed: int, member: int, x_train, y_train, x_val, y_val, n
     return final.eval()
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+def train(args: argparse.Namespace) -> dict:
+    """Train, export and evaluate as `args` say; the written model's metadata."""
     started = dt.datetime.now(dt.timezone.utc)
     t_start = time.perf_counter()
     torch.set_num_threads(args.threads)
@@ -302,10 +302,10 @@ def main(argv: list[str] | None = None) -> dict:
     return metadata
 
 
-def cli(argv: list[str] | None = None) -> int:
-    """`python -m training train`: main() with a one-line error for missing data or bad options."""
+def main(argv: list[str] | None = None) -> int:
+    """`python -m training train`: train() with a one-line error for missing data or bad options."""
     try:
-        main(argv)
+        train(parse_args(argv))
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -313,4 +313,4 @@ def cli(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # also SageMaker script mode: python train.py
-    sys.exit(cli())
+    sys.exit(main())
