@@ -11,6 +11,8 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 # The twin's defaults: `make local` listens here (PORT / ENDPOINT_PORT move it).
 TWIN_PORT = 4590
 TWIN_ENDPOINT_PORT = 4591
+TWIN_API_PORT = 4593  # the HTTP API (ApiUrl)
+TWIN_AUTH_PORT = 4594  # the token endpoint (TokenUrl)
 REVIEW_PAGE_PORT = 4592  # `make review`: the review page, for the twin or a stack
 TWIN_REGION = "us-east-1"
 TWIN_CREDENTIALS = {"aws_access_key_id": "local-twin", "aws_secret_access_key": "local-twin"}

@@ -20,7 +20,10 @@ from local.template import Stack, state_machine_definition
 log = logging.getLogger("twin.deploy")
 
 CREATED_TYPES = ("AWS::IAM::Role", "AWS::S3::Bucket", "AWS::SQS::Queue", "AWS::DynamoDB::Table",
-                 "AWS::Lambda::Function", "AWS::StepFunctions::StateMachine", "AWS::Events::Rule")
+                 "AWS::Lambda::Function", "AWS::StepFunctions::StateMachine", "AWS::Events::Rule",
+                 "AWS::Cognito::UserPool", "AWS::Cognito::UserPoolDomain", "AWS::Cognito::UserPoolResourceServer",
+                 "AWS::Cognito::UserPoolClient", "AWS::Cognito::UserPoolGroup", "AWS::ApiGatewayV2::Api",
+                 "AWS::ApiGatewayV2::Stage")
 
 
 @dataclass
@@ -31,6 +34,7 @@ class Deployment:
     skipped: dict[str, str] = field(default_factory=dict)  # logical id -> type
     # logical id -> temporary credentials of the state machine's role (what it acts with, as in Step Functions)
     state_machine_credentials: dict[str, dict[str, str]] = field(default_factory=dict)
+    apis: dict[str, str] = field(default_factory=dict)  # logical id -> the HTTP API's id in apigatewayv2
 
 
 def deploy(stack: Stack, clients, runtime: LambdaRuntime) -> Deployment:
@@ -56,6 +60,7 @@ def deploy(stack: Stack, clients, runtime: LambdaRuntime) -> Deployment:
         clients("dynamodb").create_table(TableName=stack.physical_ids[lid], KeySchema=props["KeySchema"],
                                          AttributeDefinitions=props["AttributeDefinitions"],
                                          BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"))
+    _identity(stack, clients("cognito-idp"))
     for lid in stack.of_type("AWS::Lambda::Function"):
         function = _function(stack, lid)
         role = stack.properties(lid).get("Role")
@@ -80,6 +85,8 @@ def deploy(stack: Stack, clients, runtime: LambdaRuntime) -> Deployment:
         events.put_rule(Name=name, EventPattern=json.dumps(props["EventPattern"]),
                         State=props.get("State", "ENABLED"), EventBusName=props.get("EventBusName", "default"))
         events.put_targets(Rule=name, EventBusName=props.get("EventBusName", "default"), Targets=props["Targets"])
+    for lid in stack.of_type("AWS::ApiGatewayV2::Api"):
+        deployment.apis[lid] = _http_api(stack, lid, clients("apigatewayv2"))
     deployment.outputs = {k: str(stack.resolve(v["Value"])) for k, v in stack.outputs.items()
                           if stack.conditions.get(v.get("Condition", ""), True)}
     log.info("deployed %s: %d resources created, %d not emulated (%s)", stack.name,
@@ -121,3 +128,74 @@ def _function(stack: Stack, logical_id: str) -> LocalFunction:
         handler=props["Handler"],
         environment={k: str(v) for k, v in props.get("Environment", {}).get("Variables", {}).items()},
         timeout_s=float(props.get("Timeout", 3)), memory_mb=int(props.get("MemorySize", 128)))
+
+
+def _identity(stack: Stack, cognito) -> None:
+    """The user pool and what hangs off it. Cognito chooses the ids of pools and app clients, so their physical
+    ids become known only here (as in CloudFormation, where a Ref to them resolves after creation)."""
+    for lid in stack.of_type("AWS::Cognito::UserPool"):
+        props = stack.properties(lid)
+        settings = {k: props[k] for k in ("Policies", "AdminCreateUserConfig", "UsernameConfiguration",
+                                          "AccountRecoverySetting", "AutoVerifiedAttributes", "Schema") if k in props}
+        pool = cognito.create_user_pool(PoolName=props.get("UserPoolName", stack.physical_ids[lid]), **settings)
+        stack.physical_ids[lid] = pool["UserPool"]["Id"]
+    for lid in stack.of_type("AWS::Cognito::UserPoolDomain"):
+        props = stack.properties(lid)
+        cognito.create_user_pool_domain(Domain=props["Domain"], UserPoolId=props["UserPoolId"])
+        stack.physical_ids[lid] = props["Domain"]
+    for lid in stack.of_type("AWS::Cognito::UserPoolResourceServer"):
+        props = stack.properties(lid)
+        cognito.create_resource_server(UserPoolId=props["UserPoolId"], Identifier=props["Identifier"],
+                                       Name=props["Name"], Scopes=props.get("Scopes", []))
+    for lid in stack.of_type("AWS::Cognito::UserPoolGroup"):
+        props = stack.properties(lid)
+        cognito.create_group(UserPoolId=props["UserPoolId"], GroupName=props["GroupName"],
+                             **{k: props[k] for k in ("Description", "Precedence") if k in props})
+    for lid in stack.of_type("AWS::Cognito::UserPoolClient"):
+        props = stack.properties(lid)
+        client = cognito.create_user_pool_client(**{k: v for k, v in props.items()})
+        stack.physical_ids[lid] = client["UserPoolClient"]["ClientId"]
+
+
+_OPENAPI_CORS = {"allowOrigins": "AllowOrigins", "allowMethods": "AllowMethods", "allowHeaders": "AllowHeaders",
+                 "exposeHeaders": "ExposeHeaders", "maxAge": "MaxAge", "allowCredentials": "AllowCredentials"}
+
+
+def _http_api(stack: Stack, logical_id: str, apigw) -> str:
+    """An HTTP API from its OpenAPI body (what SAM's transform writes) as apigatewayv2 calls, since moto's
+    import leaves authorizers and route scopes out; then its stages. The twin's gateway serves what this holds."""
+    body = stack.properties(logical_id)["Body"]
+    cors = {_OPENAPI_CORS[k]: v for k, v in (body.get("x-amazon-apigateway-cors") or {}).items() if k in _OPENAPI_CORS}
+    api = apigw.create_api(Name=str(body.get("info", {}).get("title", stack.physical_ids[logical_id])),
+                           ProtocolType="HTTP", **({"CorsConfiguration": cors} if cors else {}))
+    api_id = api["ApiId"]
+    stack.physical_ids[logical_id] = api_id
+    authorizers = {}
+    for name, scheme in body.get("components", {}).get("securitySchemes", {}).items():
+        spec = scheme.get("x-amazon-apigateway-authorizer", {})
+        if spec.get("type") == "jwt":
+            jwt = spec["jwtConfiguration"]
+            authorizers[name] = apigw.create_authorizer(
+                ApiId=api_id, Name=name, AuthorizerType="JWT", IdentitySource=[spec["identitySource"]],
+                JwtConfiguration={"Issuer": jwt["issuer"], "Audience": list(jwt["audience"])})["AuthorizerId"]
+    for path, methods in body.get("paths", {}).items():
+        for method, operation in methods.items():
+            integration = operation["x-amazon-apigateway-integration"]
+            integration_id = apigw.create_integration(
+                ApiId=api_id, IntegrationType=integration["type"].upper(), IntegrationUri=integration["uri"],
+                IntegrationMethod=integration.get("httpMethod", "POST"),
+                PayloadFormatVersion=integration.get("payloadFormatVersion", "2.0"))["IntegrationId"]
+            route_key = "$default" if method == "x-amazon-apigateway-any-method" and path == "/$default" \
+                else f"{'ANY' if method == 'x-amazon-apigateway-any-method' else method.upper()} {path}"
+            security = (operation.get("security") or [{}])[0]
+            auth = {}
+            if security:
+                ((scheme, scopes),) = security.items()
+                auth = {"AuthorizationType": "JWT", "AuthorizerId": authorizers[scheme], "AuthorizationScopes": scopes}
+            apigw.create_route(ApiId=api_id, RouteKey=route_key, Target=f"integrations/{integration_id}", **auth)
+    for lid, stage in stack.of_type("AWS::ApiGatewayV2::Stage").items():
+        if stage["Properties"].get("ApiId") != {"Ref": logical_id}:
+            continue
+        props = stack.properties(lid)
+        apigw.create_stage(ApiId=api_id, **{k: v for k, v in props.items() if k != "ApiId"})
+    return api_id

@@ -107,6 +107,34 @@ class StrictMoto:
             return getattr(refused, "message", None) or type(refused).__name__
         return None
 
+    @staticmethod
+    def secret_of(access_key_id: str) -> str | None:
+        """The secret key of a role's temporary credentials (moto's STS issued them), for checking a signature
+        the twin verifies itself (a presigned POST policy); None for a key moto's STS did not issue."""
+        from moto.sts.models import sts_backends
+
+        role = sts_backends[ACCOUNT_ID]["aws"].get_assumed_role_from_access_key(access_key_id)
+        return role.secret_access_key if role else None
+
+    @staticmethod
+    def permits(access_key_id: str, session_token: str, region: str, action: str, resource: str) -> str | None:
+        """Why moto's IAM refuses ``action`` (e.g. "s3:PutObject") on ``resource`` to the role behind a temporary
+        ``access_key_id`` (None: allowed, or not a role's key). The signature is the caller's to have checked."""
+        from moto.iam.access_control import IAMRequest
+        from werkzeug.exceptions import HTTPException
+
+        if not access_key_id.startswith(TEMPORARY_KEY_PREFIX):
+            return None
+        service, _, name = action.partition(":")
+        scope = f"AWS4-HMAC-SHA256 Credential={access_key_id}/20000101/{region}/{service}/aws4_request, Signature=-"
+        try:
+            IAMRequest(account_id=ACCOUNT_ID, method="POST", path="/", data={}, body=b"",
+                       headers={"Authorization": scope, "X-Amz-Security-Token": session_token},
+                       action=name).check_action_permitted(resource)
+        except HTTPException as refused:
+            return getattr(refused, "message", None) or type(refused).__name__
+        return None
+
     def _replace(self, owner: Any, name: str, replacement: Any) -> None:
         self._saved.append((owner, name, getattr(owner, name)))
         setattr(owner, name, replacement)

@@ -115,8 +115,11 @@ class Stack:
         translator = Translator(None, Parser(), boto_session=boto3.session.Session(region_name=region))
         transformed = translator.translate(raw, parameter_values={**values, **pseudo},
                                            get_managed_policy_map=_aws_managed_policies)
+        # A CommaDelimitedList parameter is a list wherever it is referred to, as in CloudFormation.
+        lists = {k: [part.strip() for part in str(v).split(",")] for k, v in values.items()
+                 if declared[k].get("Type") == "CommaDelimitedList"}
         stack = cls(name=name, region=region, root=root, resources=transformed["Resources"],
-                    parameters={**values, **pseudo})
+                    parameters={**values, **lists, **pseudo})
         # SAM names generated resources after their source, so map code dirs onto the translated logical ids.
         stack.code_dirs = {lid: code_dirs[lid] for lid in code_dirs if lid in stack.resources}
         stack.definition_files = definition_files
@@ -194,7 +197,10 @@ class Stack:
                 "AWS::IAM::Role": f"arn:aws:iam::{ACCOUNT_ID}:role/{pid}",
                 "AWS::CloudWatch::Alarm": self.arn("cloudwatch", f"alarm:{pid}"),
                 "AWS::Events::Rule": self.arn("events", f"rule/{pid}"),
+                "AWS::Cognito::UserPool": self.arn("cognito-idp", f"userpool/{pid}"),
             }.get(kind) or _unsupported(logical_id, attribute)
+        if kind == "AWS::Cognito::UserPool" and attribute in ("ProviderURL", "ProviderName"):
+            return f"cognito-idp.{self.region}.amazonaws.com/{pid}"
         if attribute in ("QueueName", "Name"):
             return pid
         if attribute == "QueueUrl":

@@ -22,16 +22,23 @@ from urllib.parse import unquote_plus
 import boto3
 import requests
 from botocore.config import Config
-from moto.server import ThreadedMotoServer
+from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from werkzeug.serving import make_server
 
 from client.target import TWIN_CREDENTIALS, TWIN_PORT, TWIN_REGION
 from local.adapters import LambdaInvokeBridge, StepFunctionsTargetRelay
 from local.deploy import Deployment, deploy, role_credentials
 from local.faults import FaultInjector
+from local.front_door.authorizer import JwksCache
+from local.front_door.gateway import Gateway
+from local.front_door.post_policy import PostPolicyEnforcer
+from local.front_door.server import WsgiServer
+from local.front_door.token_endpoint import TokenEndpoint
 from local.lambda_runtime import LambdaRuntime
 from local.moto_speedups import MotoSpeedups
 from local.moto_strict import StrictMoto
-from local.template import Stack
+from local.template import ACCOUNT_ID, Stack
 from training.serving.capture import CaptureConfig
 from training.serving.endpoint import EndpointServer, start_endpoint
 
@@ -48,6 +55,8 @@ DEFAULT_ENDPOINT_NAME = "vehicle-classifier"
 class TwinSettings:
     port: int = TWIN_PORT
     endpoint_port: int = 0  # any free port; `make local` uses client.target.TWIN_ENDPOINT_PORT
+    api_port: int = 0  # the HTTP API (ApiUrl); `make local` uses client.target.TWIN_API_PORT
+    auth_port: int = 0  # the user pool's token endpoint (TokenUrl); `make local` uses client.target.TWIN_AUTH_PORT
     stack_name: str = "scones-twin"
     template: Path = ROOT / "template.yaml"
     model_dir: Path | None = None
@@ -82,6 +91,31 @@ def _ensure_free(port: int, setting: str) -> None:
             raise PortInUseError(port, setting) from None
 
 
+class _MotoWithPostPolicies(ThreadedMotoServer):
+    """moto's server with S3's presigned POST checks in front (local/front_door/post_policy.py)."""
+
+    def __init__(self, strict: StrictMoto, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._strict = strict
+
+    def _server_entry(self) -> None:  # ThreadedMotoServer's, with the app wrapped
+        app = PostPolicyEnforcer(DomainDispatcherApplication(create_backend_app), self._strict.secret_of,
+                                 self._strict.permits)
+        from moto.moto_server.threaded_moto_server import MotoRequestHandler
+
+        self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+
+def _pool_signing_key(user_pool_id: str):
+    """The private key moto's cognito-idp signs a pool's tokens with (its JWKS serves the public half), so the
+    twin's token endpoint issues tokens that verify against the pool's JWKS as Cognito's do."""
+    from moto.cognitoidp.models import cognitoidp_backends
+
+    return cognitoidp_backends[ACCOUNT_ID][REGION].user_pools[user_pool_id].json_web_key
+
+
 class Twin:
     def __init__(self, settings: TwinSettings | None = None):
         self.settings = settings or TwinSettings()
@@ -101,6 +135,7 @@ class Twin:
         self._watch_lock = threading.Lock()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._front_door: list[WsgiServer] = []
 
     # ------------------------------------------------------------------ clients
     def client(self, service: str):
@@ -136,7 +171,7 @@ class Twin:
         # Strict first: the speed-ups then cache the engine clients it makes (signed as the state machine's role).
         self._strict = StrictMoto().install()  # where AWS is strict and moto is not
         self._speedups = MotoSpeedups().install()
-        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=s.port, verbose=False)
+        self._moto = _MotoWithPostPolicies(self._strict, ip_address="127.0.0.1", port=s.port, verbose=False)
         self._moto.start()
         # moto keeps its state per process: start from empty, as a fresh account would.
         requests.post(f"{self.url}/moto-api/reset", timeout=5).raise_for_status()
@@ -167,6 +202,7 @@ class Twin:
         (machine_role,) = self.deployment.state_machine_credentials.values()
         self._strict.act_as_state_machine(machine_role)
         self._runtime.warm_up()
+        self._open_front_door()
         self._relay.start()
         self._watcher = threading.Thread(target=self._watch_executions, name="twin-watcher", daemon=True)
         self._watcher.start()
@@ -174,6 +210,8 @@ class Twin:
 
     def stop(self) -> None:
         self._stop.set()
+        for server in self._front_door:
+            server.stop()
         if self._endpoint_recovery:
             self._endpoint_recovery.cancel()
         if self._relay:
@@ -199,6 +237,23 @@ class Twin:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+    def _open_front_door(self) -> None:
+        """The HTTP API and the token endpoint, which moto does not serve (local/front_door); their addresses
+        replace the stack's AWS ones in the outputs (ApiUrl, TokenUrl)."""
+        s = self.settings
+        jwks = JwksCache(lambda issuer: f"{self.url}/{issuer.rsplit('/', 1)[-1]}/.well-known/jwks.json")
+        for api_id in self.deployment.apis.values():
+            gateway = Gateway(self.client("apigatewayv2"), api_id, self._runtime, jwks, ACCOUNT_ID)
+            server = WsgiServer(gateway, s.api_port, name="twin-api")
+            self._front_door.append(server)
+            self.outputs["ApiUrl"] = server.url
+        if "UserPoolId" in self.outputs:
+            token = TokenEndpoint(self.client("cognito-idp"), self.outputs["UserPoolId"], REGION,
+                                  _pool_signing_key(self.outputs["UserPoolId"]))
+            server = WsgiServer(token, s.auth_port, name="twin-token")
+            self._front_door.append(server)
+            self.outputs["TokenUrl"] = f"{server.url}/oauth2/token"
 
     def _stepfunctions_as(self, role_arn: str):
         """A Step Functions client acting with temporary credentials of ``role_arn`` (an EventBridge target's)."""
@@ -247,7 +302,7 @@ class Twin:
                             for ds in d["Dimensions"] for k in ds if k not in ("service",))
             log.info("[%s] metric %s (%s)", short, values, dims)
         elif isinstance(document, dict) and "message" in document:
-            where = f" s3://{document['s3_bucket']}/{document['s3_key']}" if "s3_key" in document else ""
+            where = f" s3://{document.get('s3_bucket', '?')}/{document['s3_key']}" if "s3_key" in document else ""
             log.info("[%s] %s %s%s", short, document.get("level", ""), document["message"], where)
         else:
             log.info("[%s] %s", short, line)

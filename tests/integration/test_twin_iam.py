@@ -18,11 +18,12 @@ def serialize_role(twin) -> str:
 
 def test_each_function_runs_with_temporary_credentials_of_its_own_role(twin):
     functions = twin.deployment.functions
-    assert set(functions) == {"SerializeImageFunction", "ClassifyImageFunction", "FilterInferenceFunction"}
+    assert set(functions) == {"SerializeImageFunction", "ClassifyImageFunction", "FilterInferenceFunction",
+                              "SubmitPhotoFunction", "PhotoStatusFunction"}
     for logical_id, function in functions.items():
         assert function.credentials["AWS_ACCESS_KEY_ID"].startswith("ASIA"), logical_id
     keys = {f["AWS_ACCESS_KEY_ID"] for f in (fn.credentials for fn in functions.values())}
-    assert len(keys) == 3  # one role each, no shared identity
+    assert len(keys) == len(functions)  # one role each, no shared identity
     # The role as the template grants it: read the intake bucket's objects, list the bucket, nothing else.
     iam = twin.client("iam")
     (policy_name,) = iam.list_role_policies(RoleName=serialize_role(twin))["PolicyNames"]

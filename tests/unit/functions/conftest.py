@@ -42,6 +42,11 @@ _CLEARED_ENV = (
     "MAX_IMAGE_BYTES",
     "MAX_IMAGE_PIXELS",
     "MAX_OUTPUT_SIDE",
+    "INTAKE_BUCKET",
+    "PHOTOS_TABLE",
+    "IDEMPOTENCY_TABLE",
+    "RESULTS_TABLE",
+    "UPLOAD_URL_EXPIRY_SECONDS",
 )
 
 
@@ -60,10 +65,11 @@ def lambda_context() -> FakeLambdaContext:
 
 @pytest.fixture
 def load_function(monkeypatch):
-    """load_function("serialize", MAX_OUTPUT_SIDE="64") -> the freshly imported app module."""
+    """load_function("serialize", MAX_OUTPUT_SIDE="64") -> the freshly imported app module
+    (``module="submit"`` for a function whose handler lives in another module of its folder)."""
     counter = iter(range(1_000))
 
-    def load(name: str, **env: str):
+    def load(name: str, module: str = "app", **env: str):
         for var in _CLEARED_ENV:
             monkeypatch.delenv(var, raising=False)
         for var, value in {**_BASE_ENV, **env}.items():
@@ -71,8 +77,8 @@ def load_function(monkeypatch):
         directory = FUNCTIONS_DIR / name
         # Modules beside app.py are imported the way Lambda does: from the code directory.
         monkeypatch.syspath_prepend(str(directory))
-        module_name = f"_lambda_{name}_app_{next(counter)}"
-        spec = importlib.util.spec_from_file_location(module_name, directory / "app.py")
+        module_name = f"_lambda_{name}_{module}_{next(counter)}"
+        spec = importlib.util.spec_from_file_location(module_name, directory / f"{module}.py")
         module = importlib.util.module_from_spec(spec)
         monkeypatch.setitem(sys.modules, module_name, module)  # pydantic resolves annotations here
         spec.loader.exec_module(module)

@@ -10,7 +10,8 @@ import re
 
 import pytest
 
-FUNCTIONS = ("SerializeImageFunction", "ClassifyImageFunction", "FilterInferenceFunction")
+FUNCTIONS = ("SerializeImageFunction", "ClassifyImageFunction", "FilterInferenceFunction",
+             "SubmitPhotoFunction", "PhotoStatusFunction")
 
 
 # ------------------------------------------------------------------ intake bucket
@@ -46,7 +47,7 @@ def test_intake_bucket_policy_denies_plain_http(stack):
 
 
 # ------------------------------------------------------------------ functions
-def test_three_functions_on_python_313_with_code_and_requirements(stack):
+def test_every_function_on_python_313_with_code_and_requirements(stack):
     functions = stack.of_type("AWS::Lambda::Function")
     assert set(functions) == set(FUNCTIONS)
     for lid in FUNCTIONS:
@@ -167,8 +168,10 @@ def test_outputs_name_the_resources_users_work_with(stack, output, resource):
 
 def test_every_function_logs_to_a_group_kept_for_the_retention_parameter(load_stack):
     stack = load_stack(LogRetentionDays="7")
-    groups = {stack.properties(lid)["LogGroupName"]: stack.properties(lid)["RetentionInDays"]
-              for lid in stack.of_type("AWS::Logs::LogGroup")}
+    retention = {lid: stack.properties(lid)["RetentionInDays"] for lid in stack.of_type("AWS::Logs::LogGroup")}
+    assert set(retention.values()) == {"7"}, retention  # the API's access logs too
+    groups = {stack.properties(lid)["LogGroupName"]: retention[lid]
+              for lid in stack.of_type("AWS::Logs::LogGroup") if "LogGroupName" in stack.properties(lid)}
     for lid in stack.of_type("AWS::Lambda::Function"):
         # Lambda writes to /aws/lambda/<function name>; a group the stack owns there is the one it uses.
         assert groups.get(f"/aws/lambda/{stack.ref(lid)}") == "7", lid
