@@ -17,6 +17,8 @@ SAM := PATH="$(SAM_PATH)" sam
 PORT ?= 4590
 ENDPOINT_PORT ?= 4591
 REVIEW_PORT ?= 4592
+API_PORT ?= 4593
+AUTH_PORT ?= 4594
 STACK ?= scones-vehicle-classifier
 DATA_DIR ?= data/staged
 TRAIN_DATA ?= $(DATA_DIR)/train
@@ -29,7 +31,7 @@ help:
 	@echo "On this machine (no AWS account, no Docker):"
 	@echo "  make demo        the whole flow on the local twin, 24 sample photos (main job)"
 	@echo "  make demo-drift  the demo on darkened copies: the drift report detects it"
-	@echo "  make local       run the twin (PORT=$(PORT), ENDPOINT_PORT=$(ENDPOINT_PORT)); Ctrl-C stops"
+	@echo "  make local       run the twin (PORT=$(PORT), ENDPOINT_PORT=$(ENDPOINT_PORT), API_PORT=$(API_PORT), AUTH_PORT=$(AUTH_PORT)); Ctrl-C stops"
 	@echo "  make submit PHOTO=file-or-folder   upload to the twin (or STACK=name), wait"
 	@echo "  make results     every recorded outcome (of the twin, or STACK=name)"
 	@echo "  make review      the review page for uncertain photos (twin, or STACK=name)"
@@ -114,7 +116,7 @@ demo-drift: $(TWIN_STAMP)
 	$(BIN)/python -m local demo --shift dark --out build/demo-drift $(if $(IMAGES),--images "$(IMAGES)")
 
 local: $(TWIN_STAMP)
-	$(BIN)/python -m local --port $(PORT) --endpoint-port $(ENDPOINT_PORT)
+	$(BIN)/python -m local --port $(PORT) --endpoint-port $(ENDPOINT_PORT) --api-port $(API_PORT) --auth-port $(AUTH_PORT)
 
 # STACK given on the command line (make results STACK=name) means a deployed stack; otherwise the twin.
 WHERE = $(if $(filter command line environment,$(origin STACK)),--stack "$(STACK)",--port $(PORT))

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from client.api import ApiError, FrontDoor
 from client.bucket import empty_bucket
+from client.onboard import SCOPES, OnboardError, onboard_team
 from client.redrive import redrive
 from client.results import format_table, scan_results
 from client.submit import SubmitError, Submission, key_for, photos, submit
-from client.target import TWIN_PORT, TargetError, stack, twin
+from client.target import TWIN_OUTPUTS, TWIN_PORT, TargetError, stack, twin
 from client.console import WIDTH, elide
 
 
@@ -24,6 +28,8 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument("--region", help="the stack's region (default: AWS_DEFAULT_REGION or ~/.aws/config)")
     where.add_argument("--profile", help="AWS profile for --stack")
     where.add_argument("--port", type=int, default=TWIN_PORT, help=f"the twin's port (default {TWIN_PORT})")
+    where.add_argument("--outputs", type=Path, default=TWIN_OUTPUTS,
+                       help="the twin's outputs file, for ApiUrl and TokenUrl (default build/twin/outputs.json)")
 
     top = argparse.ArgumentParser(prog="python -m client", description=__doc__.splitlines()[0])
     commands = top.add_subparsers(dest="command", required=True)
@@ -33,6 +39,19 @@ def parser() -> argparse.ArgumentParser:
     send.add_argument("paths", nargs="+", type=Path, metavar="PHOTO_OR_FOLDER")
     send.add_argument("--prefix", default="photos", help="key prefix in the intake bucket (default: photos)")
     send.add_argument("--timeout", type=float, default=120, help="seconds to wait for all outcomes (default 120)")
+    send.add_argument("--api", action="store_true",
+                      help="through the HTTP API as another team would (POST /photos, upload, GET /photos/{id}), "
+                           "with the app client in SCONES_CLIENT_ID and SCONES_CLIENT_SECRET (python -m client "
+                           "onboard-team); the key is the server's, --prefix does not apply")
+    team = commands.add_parser(
+        "onboard-team", parents=[common], help="give another team's service an app client for the API",
+        description="Create an app client (client-credentials grant) for a team in the stack's user pool with the "
+                    "scopes it may use, and admit it to the API's JWT authorizer: on AWS by adding it to the stack "
+                    "parameter PartnerClientIds (a stack update), on the twin by updating the authorizer. Prints the "
+                    "client id and the command that reads its secret.")
+    team.add_argument("team", help="the team's name: lower-case letters, digits and hyphens (client name team-NAME)")
+    team.add_argument("--scopes", default="submit,read",
+                      help=f"comma-separated, of {', '.join(SCOPES)} (default submit,read)")
     read = commands.add_parser("results", parents=[common], help="print every recorded outcome",
                                description="Print every record of the results table.")
     read.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -65,9 +84,15 @@ def _line(s: Submission, key_width: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        target = stack(args.stack, args.region, args.profile) if args.stack else twin(args.port)
+        target = stack(args.stack, args.region, args.profile) if args.stack else twin(args.port, args.outputs)
         if args.command == "submit":
-            return _submit(target, args)
+            return _submit_through_api(target, args) if args.api else _submit(target, args)
+        if args.command == "onboard-team":
+            done = onboard_team(target, args.team, args.scopes, on_twin=not args.stack)
+            print(f"app client {done.client_name}: {done.client_id}\n  scopes: {' '.join(done.scopes)}\n"
+                  f"  {done.audience_note}\n  its secret (give it to the team; keep it out of code and logs):\n"
+                  f"    {done.secret_command}\n  token URL: {target.outputs.get('TokenUrl', '(the stack output TokenUrl)')}")
+            return 0
         if args.command == "redrive":
             done = redrive(target, dry_run=args.dry_run, log=print)
             verb = "would start" if args.dry_run else "started"
@@ -86,10 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             print(format_table(items))
             print(f"\n{len(items)} records in {target.table}")
         return 0
-    except (TargetError, SubmitError) as exc:
+    except (TargetError, SubmitError, OnboardError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (ClientError, BotoCoreError, RuntimeError) as exc:
+    except (ClientError, BotoCoreError, RuntimeError, ApiError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -116,6 +141,32 @@ def _submit(target, args) -> int:
     if late:
         print(f"{len(late)} without an outcome after {args.timeout:g}s: is the stack's workflow running? "
               "(their records may still arrive: `python -m client results`)", file=sys.stderr)
+    return 1 if late else 0
+
+
+def _submit_through_api(target, args) -> int:
+    client_id, secret = os.environ.get("SCONES_CLIENT_ID"), os.environ.get("SCONES_CLIENT_SECRET")
+    if not client_id or not secret:
+        raise TargetError("--api needs the team's app client in SCONES_CLIENT_ID and SCONES_CLIENT_SECRET "
+                          "(python -m client onboard-team NAME prints how to get them)")
+    missing = [k for k in ("ApiUrl", "TokenUrl") if k not in target.outputs]
+    if missing:
+        raise TargetError(f"{target.description} has no {' or '.join(missing)}: deploy the current template, or "
+                          f"for the twin pass the outputs file it wrote (--outputs)")
+    door = FrontDoor(target.outputs["ApiUrl"], target.outputs["TokenUrl"], client_id, secret)
+    files = photos(args.paths)
+    print(f"submitting {len(files)} photos through {target.outputs['ApiUrl']} ...", flush=True)
+    started = time.monotonic()
+    sent = [(name, door.submit(path)) for path, name in files]
+    late = 0
+    for name, photo in sent:
+        state = door.wait(photo, max(1.0, args.timeout - (time.monotonic() - started)))
+        late += state["state"] == "pending"
+        decided = state.get("label") or state.get("reason") or ""
+        confidence = f"{state['confidence']:.3f}" if "confidence" in state else "-"
+        print(f"{elide(name, 30).ljust(30)}  {photo.id}  {state['state']:<12} {decided:<12} {confidence}", flush=True)
+    if late:
+        print(f"{late} still pending after {args.timeout:g}s", file=sys.stderr)
     return 1 if late else 0
 
 

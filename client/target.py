@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import boto3
 from botocore.config import Config
@@ -14,6 +16,8 @@ TWIN_ENDPOINT_PORT = 4591
 TWIN_API_PORT = 4593  # the HTTP API (ApiUrl)
 TWIN_AUTH_PORT = 4594  # the token endpoint (TokenUrl)
 REVIEW_PAGE_PORT = 4592  # `make review`: the review page, for the twin or a stack
+# Where `make local` writes the twin's stack outputs as JSON (ApiUrl, TokenUrl, UserPoolId, ...).
+TWIN_OUTPUTS = Path(__file__).resolve().parent.parent / "build" / "twin" / "outputs.json"
 TWIN_REGION = "us-east-1"
 TWIN_CREDENTIALS = {"aws_access_key_id": "local-twin", "aws_secret_access_key": "local-twin"}
 REGION_HINT = "export AWS_DEFAULT_REGION=<region> (boto3 reads AWS_DEFAULT_REGION, not AWS_REGION) or run `aws configure`"
@@ -37,8 +41,9 @@ class Target:
                                    config=Config(retries={"mode": "standard", "max_attempts": 5}))
 
 
-def twin(port: int = TWIN_PORT) -> Target:
-    """The twin started by `make local` on ``port``: its one intake bucket and results table."""
+def twin(port: int = TWIN_PORT, outputs_file: Path = TWIN_OUTPUTS) -> Target:
+    """The twin started by `make local` on ``port``: its one intake bucket and results table, its user pool and
+    API; the addresses only the twin knows (ApiUrl, TokenUrl) from the outputs file it wrote."""
     url = f"http://127.0.0.1:{port}"
     session = boto3.session.Session(region_name=TWIN_REGION, **TWIN_CREDENTIALS)
     target = Target(f"the local twin at {url}", "", "", session, url)
@@ -57,6 +62,16 @@ def twin(port: int = TWIN_PORT) -> Target:
     ground_truth = [b["Name"] for b in target.client("s3").list_buckets()["Buckets"] if "-groundtruthbucket-" in b["Name"]]
     if len(ground_truth) == 1:
         target.outputs["GroundTruthBucketName"] = ground_truth[0]
+    pools = [p["Id"] for p in target.client("cognito-idp").list_user_pools(MaxResults=60)["UserPools"]]
+    apis = [a["ApiId"] for a in target.client("apigatewayv2").get_apis()["Items"]]
+    if len(pools) == 1 and len(apis) == 1:
+        target.outputs.update(UserPoolId=pools[0], ApiId=apis[0], ApiScopePrefix="vehicle-classifier/")
+    try:
+        written = json.loads(outputs_file.read_text())
+    except (OSError, ValueError):
+        written = {}
+    if written.get("IntakeBucketName") == target.bucket and written.get("UserPoolId") == target.outputs.get("UserPoolId"):
+        target.outputs = {**written, **target.outputs}
     return target
 
 
@@ -97,4 +112,4 @@ def stack(name: str, region: str | None = None, profile: str | None = None) -> T
     if missing:
         raise TargetError(f"stack {name!r} has no output {', '.join(missing)}: is it this project's stack?")
     return Target(f"stack {name} in {session.region_name}", outputs["IntakeBucketName"],
-                  outputs["ResultsTableName"], session, outputs=outputs)
+                  outputs["ResultsTableName"], session, outputs={**outputs, "StackName": name})

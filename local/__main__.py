@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import signal
 import sys
 import threading
 from pathlib import Path
 
-from client.target import REVIEW_PAGE_PORT, TWIN_ENDPOINT_PORT, TWIN_PORT
+from client.target import REVIEW_PAGE_PORT, TWIN_API_PORT, TWIN_AUTH_PORT, TWIN_ENDPOINT_PORT, TWIN_PORT, TWIN_OUTPUTS
 from local.faults import Fault, FaultError
 from local.template import TemplateError
 from local.twin import CREDENTIALS, REGION, ROOT, PortInUseError, Twin, TwinSettings
 
 # How a user moves each port, from make and from this command.
-PORT_SETTINGS = {"port": ("PORT", "--port"), "endpoint_port": ("ENDPOINT_PORT", "--endpoint-port")}
+PORT_SETTINGS = {"port": ("PORT", "--port"), "endpoint_port": ("ENDPOINT_PORT", "--endpoint-port"),
+                 "api_port": ("API_PORT", "--api-port"), "auth_port": ("AUTH_PORT", "--auth-port")}
 
 
 def parse_parameters(pairs: list[str]) -> dict[str, str]:
@@ -38,14 +40,18 @@ def parse_parameters(pairs: list[str]) -> dict[str, str]:
     return parameters
 
 
-def banner(twin: Twin) -> str:
+def banner(twin: Twin, outputs_file: Path) -> str:
     out, url, port = twin.outputs, twin.url, twin.settings.port
     env = " ".join(f"{k}={v}" for k, v in CREDENTIALS.items() if k != "AWS_SESSION_TOKEN")
     make_port = "" if port == TWIN_PORT else f" PORT={port}"
     return f"""
 Local twin of stack {twin.deployment.stack.name} is running (state is in memory: Ctrl-C forgets it).
-  AWS endpoint (S3, EventBridge, Step Functions, DynamoDB, SQS): {url}
+  AWS endpoint (S3, EventBridge, Step Functions, DynamoDB, SQS, Cognito, IAM): {url}
   SageMaker endpoint {twin.endpoint_name!r}: {twin.endpoint.url}
+  API (ApiUrl):            {out['ApiUrl']}
+  token URL (TokenUrl):    {out['TokenUrl']}
+  user pool (UserPoolId):  {out['UserPoolId']}
+  every output, as JSON:   {outputs_file}
   intake bucket:   {out['IntakeBucketName']}
   results table:   {out['ResultsTableName']}
   review queue:    {out['ReviewQueueUrl']}
@@ -53,6 +59,9 @@ Local twin of stack {twin.deployment.stack.name} is running (state is in memory:
 
 Resolve the photos the model is unsure of (and the audit sample) on the review page:
   make review{make_port}    # then open http://127.0.0.1:{REVIEW_PAGE_PORT}/  (REVIEW_PORT moves it)
+
+Give another team (or yourself) an app client for the API, then follow docs/api.md or the README's curl steps:
+  python -m client onboard-team my-team --scopes submit,read --port {port}
 
 Try it from another terminal:
   make submit{make_port} PHOTO=local/sample_images/bicycle   # upload, wait, print outcomes
@@ -64,6 +73,12 @@ or with the stock AWS CLI:
   aws --endpoint-url {url} sqs get-queue-attributes --attribute-names All --queue-url {out['ReviewQueueUrl']}
 Ctrl-C stops everything.
 """
+
+
+def write_outputs(twin: Twin, path: Path) -> None:
+    """The stack's outputs as `aws cloudformation describe-stacks` would list them, for any HTTP client to read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(sorted(twin.outputs.items())), indent=2) + "\n")
 
 
 # python -m local COMMAND: the twin's other jobs, each its module's main()
@@ -85,6 +100,12 @@ def run_twin(argv: list[str]) -> int:
                         help=f"port of the emulated AWS services (default {TWIN_PORT})")
     parser.add_argument("--endpoint-port", type=int, default=TWIN_ENDPOINT_PORT,
                         help=f"port of the local SageMaker endpoint (default {TWIN_ENDPOINT_PORT}; 0 = any)")
+    parser.add_argument("--api-port", type=int, default=TWIN_API_PORT,
+                        help=f"port of the HTTP API, ApiUrl (default {TWIN_API_PORT}; 0 = any)")
+    parser.add_argument("--auth-port", type=int, default=TWIN_AUTH_PORT,
+                        help=f"port of the user pool's token endpoint, TokenUrl (default {TWIN_AUTH_PORT}; 0 = any)")
+    parser.add_argument("--outputs", type=Path, default=TWIN_OUTPUTS,
+                        help="write the stack's outputs here as JSON (default build/twin/outputs.json)")
     parser.add_argument("--stack-name", default="scones-twin")
     parser.add_argument("--model-dir", type=Path, default=ROOT / "training" / "model")
     parser.add_argument("--capture-dir", type=Path, default=ROOT / "build" / "twin" / "capture",
@@ -112,7 +133,8 @@ def run_twin(argv: list[str]) -> int:
         # The emulator logs every request and every caught state error; the twin logs the outcome instead.
         for noisy in ("werkzeug", "moto"):
             logging.getLogger(noisy).setLevel(logging.CRITICAL)
-    twin = Twin(TwinSettings(port=args.port, endpoint_port=args.endpoint_port, stack_name=args.stack_name,
+    twin = Twin(TwinSettings(port=args.port, endpoint_port=args.endpoint_port, api_port=args.api_port,
+                             auth_port=args.auth_port, stack_name=args.stack_name,
                              model_dir=args.model_dir, capture_dir=args.capture_dir, parameters=parameters))
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -133,13 +155,15 @@ def run_twin(argv: list[str]) -> int:
         twin.faults.add(fault)
     if args.endpoint_down:
         twin.take_endpoint_down(args.endpoint_down)
-    print(banner(twin), flush=True)
+    write_outputs(twin, args.outputs)
+    print(banner(twin, args.outputs), flush=True)
     try:
         while not stopping.wait(0.5):
             pass
     finally:
         print("\nstopping the twin ...", flush=True)
         twin.stop()
+        args.outputs.unlink(missing_ok=True)  # what it names is gone with the twin
         print("stopped.", flush=True)
     return 0
 
