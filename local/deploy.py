@@ -196,6 +196,11 @@ def _http_api(stack: Stack, logical_id: str, apigw) -> str:
     for lid, stage in stack.of_type("AWS::ApiGatewayV2::Stage").items():
         if stage["Properties"].get("ApiId") != {"Ref": logical_id}:
             continue
-        props = stack.properties(lid)
-        apigw.create_stage(ApiId=api_id, **{k: v for k, v in props.items() if k != "ApiId"})
+        props = {k: v for k, v in stack.properties(lid).items() if k != "ApiId"}
+        # Parameters arrive as strings; CloudFormation converts them to the property's type, as here.
+        for settings in [props.get("DefaultRouteSettings", {}), *props.get("RouteSettings", {}).values()]:
+            for name, kind in (("ThrottlingRateLimit", float), ("ThrottlingBurstLimit", int)):
+                if name in settings:
+                    settings[name] = kind(float(settings[name]))
+        apigw.create_stage(ApiId=api_id, **props)
     return api_id
