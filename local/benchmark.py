@@ -5,6 +5,10 @@ upload-to-record latency (p50/p95) with no other load and under load, and the tw
 own process, which serves the emulated AWS services and the endpoint, plus its Lambda worker processes).
 The clients run in a process of their own, as `aws s3 cp` or a driver's app would, so their work is not
 counted as the twin's. Every upload must end in a record: the run exits 1 if any is lost.
+
+``--front-door N`` also sends N photos through the HTTP API as another team's service would (a token by the
+client-credentials grant, POST /photos, the presigned upload, GET /photos/{id}?wait= until decided) and the same
+N straight into the bucket, in the same run, and prints the front door's throughput as a share of direct uploads.
 """
 
 from __future__ import annotations
@@ -22,8 +26,11 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
+from client.api import FrontDoor, Photo
+from client.onboard import onboard_team
 from client.results import wait_for_records
 from client.target import TWIN_CREDENTIALS, TWIN_REGION
+from client.target import twin as twin_target
 from local.twin import ROOT, Twin, TwinSettings, free_port
 
 SAMPLES = sorted((ROOT / "local" / "sample_images").rglob("*.png"))
@@ -117,6 +124,56 @@ def burst(twin: Twin, uploads: int, threads: int = 8, prefix: str = "bench", tim
     return Burst(uploads, len(seen), seconds, [seen[k] - sent[k] for k in seen], own + workers, workers)
 
 
+def _drive_front_door(api_url: str, token_url: str, client_id: str, secret: str, photos: int, threads: int,
+                      timeout_s: float, answers) -> None:
+    """The client process of a front-door burst: each thread is a client of its own (its own token), submits its
+    share of photos, then long-polls each one until it is decided. Sends back (sent, seen, states)."""
+    sent: dict[int, float] = {}
+    seen: dict[int, float] = {}
+    states: dict[str, int] = {}
+    deadline = time.monotonic() + timeout_s
+
+    def client(first: int) -> None:
+        door = FrontDoor(api_url, token_url, client_id, secret)
+        mine: list[tuple[int, Photo]] = []
+        for i in range(first, photos, threads):
+            mine.append((i, door.submit(SAMPLES[i % len(SAMPLES)])))
+            sent[i] = time.monotonic()
+        for i, photo in mine:
+            state = door.wait(photo, max(1.0, deadline - time.monotonic()))
+            if state["state"] != "pending":
+                seen[i] = time.monotonic()
+            states[state["state"]] = states.get(state["state"], 0) + 1
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(client, range(threads)))
+    answers.send((sent, seen, states))
+
+
+def front_door_burst(twin: Twin, photos: int, threads: int, timeout_s: float = 900) -> tuple[Burst, dict[str, int]]:
+    done = onboard_team(twin_target(twin.settings.port), f"bench-{photos}-{int(time.time())}", "submit,read",
+                        on_twin=True)
+    secret = twin.client("cognito-idp").describe_user_pool_client(
+        UserPoolId=twin.outputs["UserPoolId"], ClientId=done.client_id)["UserPoolClient"]["ClientSecret"]
+    time.sleep(1.5)  # the API takes up the new audience within a second
+    receive, send = multiprocessing.get_context("spawn").Pipe(duplex=False)
+    client = multiprocessing.get_context("spawn").Process(target=_drive_front_door, name="twin-benchmark-front-door",
+                                                          args=(twin.outputs["ApiUrl"], twin.outputs["TokenUrl"],
+                                                                done.client_id, secret, photos, threads, timeout_s, send))
+    cpu_before, started = twin_cpu_seconds(twin), time.monotonic()
+    client.start()
+    try:
+        while not receive.poll(0.5):
+            if not client.is_alive():
+                raise RuntimeError(f"the benchmark's client process ended with exit code {client.exitcode}")
+        sent, seen, states = receive.recv()
+    finally:
+        client.join()
+    seconds = (max(seen.values()) if seen else time.monotonic()) - started
+    own, workers = (after - before for after, before in zip(twin_cpu_seconds(twin), cpu_before))
+    return Burst(photos, len(seen), seconds, [seen[k] - sent[k] for k in seen], own + workers, workers), states
+
+
 def idle_latency(twin: Twin, count: int = 20) -> list[float]:
     """Upload to record, one photo at a time with nothing else running."""
     s3, bucket = twin.client("s3"), twin.outputs["IntakeBucketName"]
@@ -135,14 +192,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bursts", type=int, nargs="+", default=[300, 1000], help="uploads per burst (default 300 1000)")
     parser.add_argument("--threads", type=int, default=8, help="client threads uploading at once (default 8)")
     parser.add_argument("--idle", type=int, default=20, help="photos for the no-load latency (default 20)")
+    parser.add_argument("--front-door", type=int, metavar="N",
+                        help="instead of the bursts: N photos through the HTTP API and N uploaded directly, in the "
+                             "same run (the issue's measure: 1000 with --threads 16)")
     args = parser.parse_args(argv)
-    if min(args.bursts) < 1 or args.threads < 1 or args.idle < 1:
-        parser.error("--bursts, --threads and --idle must be positive")
+    if min(args.bursts) < 1 or args.threads < 1 or args.idle < 1 or (args.front_door is not None and args.front_door < 1):
+        parser.error("--bursts, --threads, --idle and --front-door must be positive")
     for noisy in ("werkzeug", "moto"):  # a log line per request would be measured too
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
     print(f"twin benchmark on {os.cpu_count()} CPUs (figures are noisy when the machine is shared)", flush=True)
     lost = 0
+    if args.front_door:
+        return compare_front_door(args.front_door, args.threads)
     with Twin(TwinSettings(port=free_port(), stack_name="scones-bench")) as twin:
         idle_latency(twin, 3)  # warm: first imports, first connections
         idle = idle_latency(twin, args.idle)
@@ -156,6 +218,24 @@ def main(argv: list[str] | None = None) -> int:
                   f"{percentile(result.latencies, .95):>7.2f} {result.cpu_ms_per_image:>11.0f} "
                   f"{result.worker_cpu_ms_per_image:>11.0f} {result.lost:>5}", flush=True)
     return 1 if lost else 0
+
+
+def compare_front_door(photos: int, threads: int) -> int:
+    """The front door against direct uploads, same twin, same run; exits 1 if either loses a photo."""
+    def row(name: str, b: Burst) -> str:
+        return (f"{name:<12} {b.uploads:>7} {b.per_second:>7.1f} {percentile(b.latencies, .5):>7.2f} "
+                f"{percentile(b.latencies, .95):>7.2f} {b.cpu_ms_per_image:>11.0f} {b.lost:>5}")
+
+    with Twin(TwinSettings(port=free_port(), stack_name="scones-bench", api_port=free_port(), auth_port=free_port())) as twin:
+        idle_latency(twin, 3)
+        print(f"{'path':<12} {'photos':>7} {'img/s':>7} {'p50 s':>7} {'p95 s':>7} {'CPU ms/img':>11} {'lost':>5}", flush=True)
+        direct = burst(twin, photos, threads, prefix="direct")
+        print(row("direct S3", direct), flush=True)
+        door, states = front_door_burst(twin, photos, threads)
+        print(row("front door", door), flush=True)
+    print(f"front door: {door.per_second / direct.per_second:.0%} of direct uploads' throughput "
+          f"(target 80%); outcomes {dict(sorted(states.items()))}; {threads} client threads", flush=True)
+    return 1 if door.lost or direct.lost else 0
 
 
 if __name__ == "__main__":

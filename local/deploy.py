@@ -37,8 +37,9 @@ class Deployment:
     apis: dict[str, str] = field(default_factory=dict)  # logical id -> the HTTP API's id in apigatewayv2
 
 
-def deploy(stack: Stack, clients, runtime: LambdaRuntime) -> Deployment:
-    """``clients(service)`` returns a boto3 client for the emulator."""
+def deploy(stack: Stack, clients, runtime: LambdaRuntime, api_function_concurrency: int | None = None) -> Deployment:
+    """``clients(service)`` returns a boto3 client for the emulator; functions an HTTP API invokes get
+    ``api_function_concurrency`` workers each (the runtime's default otherwise)."""
     deployment = Deployment(stack=stack, outputs={})
     for lid, resource in stack.resources.items():
         if resource["Type"] not in CREATED_TYPES:
@@ -69,7 +70,8 @@ def deploy(stack: Stack, clients, runtime: LambdaRuntime) -> Deployment:
             function = dataclasses.replace(function, credentials={
                 "AWS_ACCESS_KEY_ID": credentials["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
                 "AWS_SESSION_TOKEN": credentials["SessionToken"]})
-        runtime.add(function)
+        behind_api = lid in stack.api_functions()
+        runtime.add(function, api_function_concurrency if behind_api else None)
         deployment.functions[lid] = function
     for lid in stack.of_type("AWS::StepFunctions::StateMachine"):
         props = stack.properties(lid)

@@ -182,8 +182,8 @@ class LambdaRuntime:
     on_output: Callable[[str, str], None] = lambda name, line: log.info("[%s] %s", name, line)
     pools: dict[str, FunctionPool] = field(default_factory=dict)
 
-    def add(self, function: LocalFunction) -> None:
-        self.pools[function.name] = FunctionPool(function, self.base_env, self.concurrency, self.on_output)
+    def add(self, function: LocalFunction, concurrency: int | None = None) -> None:
+        self.pools[function.name] = FunctionPool(function, self.base_env, concurrency or self.concurrency, self.on_output)
 
     def find(self, name_or_arn: str) -> FunctionPool | None:
         # Invoke accepts a name, a full ARN, or either with a ":qualifier" suffix.

@@ -132,6 +132,12 @@ class Stack:
         return {lid: r for lid, r in self.resources.items()
                 if r["Type"] == resource_type and self.conditions.get(r.get("Condition", ""), True)}
 
+    def api_functions(self) -> set[str]:
+        """The functions an HTTP API invokes (SAM gives each of its HttpApi events a Lambda permission)."""
+        return {p["Properties"]["FunctionName"]["Ref"] for p in self.of_type("AWS::Lambda::Permission").values()
+                if p["Properties"].get("Principal") == "apigateway.amazonaws.com"
+                and isinstance(p["Properties"].get("FunctionName"), dict) and "Ref" in p["Properties"]["FunctionName"]}
+
     def properties(self, logical_id: str) -> dict[str, Any]:
         return self.resolve(self.resources[logical_id].get("Properties", {}))
 

@@ -64,6 +64,9 @@ class TwinSettings:
     parameters: dict[str, str] = field(default_factory=dict)
     # Worker processes per function: 2 gave the same throughput as 4 on 2 cores (make benchmark-twin), with half the memory.
     lambda_concurrency: int = 2
+    # The API's functions mostly wait (a GET with ?wait= holds its worker up to 20 s, as it holds a Lambda
+    # execution environment): more workers each, so one caller's long poll does not queue everyone else's.
+    api_function_concurrency: int = 6
 
 
 def free_port() -> int:
@@ -198,7 +201,8 @@ class Twin:
         events = self.client("events")
         self._relay.install(events)
         self._relay.on_started(self._track)
-        self.deployment = deploy(stack, lambda service: events if service == "events" else self.client(service), self._runtime)
+        self.deployment = deploy(stack, lambda service: events if service == "events" else self.client(service), self._runtime,
+                                 api_function_concurrency=s.api_function_concurrency)
         (machine_role,) = self.deployment.state_machine_credentials.values()
         self._strict.act_as_state_machine(machine_role)
         self._runtime.warm_up()

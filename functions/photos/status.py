@@ -80,11 +80,15 @@ def describe(photo: dict[str, Any], record: dict[str, Any] | None, now: float) -
     return {k: v for k, v in answer.items() if v is not None}
 
 
-def read_state(photo_id: str, owner: str) -> dict[str, Any]:
+def read_photo(photo_id: str, owner: str) -> dict[str, Any]:
     raw = dynamodb.get_item(TableName=PHOTOS_TABLE, Key={"id": {"S": photo_id}}, ConsistentRead=True).get("Item")
     photo = _plain(raw) if raw else None
     if photo is None or photo.get("owner") != owner:
         raise ApiError(404, "NotFound", f"no photo {photo_id} of yours")
+    return photo
+
+
+def read_state(photo: dict[str, Any]) -> dict[str, Any]:
     raw = dynamodb.get_item(TableName=RESULTS_TABLE, ConsistentRead=True,
                             Key={"bucket": {"S": photo["bucket"]}, "key": {"S": photo["key"]}}).get("Item")
     return describe(photo, _plain(raw) if raw else None, time.time())
@@ -116,8 +120,9 @@ def photo_status(photo_id: str) -> Response:
     wait = wait_seconds_of(event.query_string_parameters)
     known = event.headers.get("if-none-match")
     deadline = time.monotonic() + min(wait, max(0.0, app.lambda_context.get_remaining_time_in_millis() / 1000 - 3))
+    photo = read_photo(photo_id, caller.owner)  # who may read it and where it is: fixed, read once
     while True:
-        state = read_state(photo_id, caller.owner)
+        state = read_state(photo)
         etag = etag_of(state)
         changed = etag != known if known else state["state"] != "pending"
         if changed or time.monotonic() + POLL_SECONDS > deadline:
