@@ -248,15 +248,19 @@ def test_a_failure_before_serialize_answered_is_recorded_under_the_decoded_key(m
                            "IsKeyDecoded", "DecodeKey"}
 
 
-def test_a_record_is_written_only_over_an_older_upload_of_its_key(machine):
-    """Executions of one key finish in any order; the record keeps the newest upload (S3's sequencer)."""
+def test_a_record_is_written_only_over_an_older_upload_of_its_key(machine, repo):
+    """Executions of one key finish in any order; the record keeps the newest upload (S3's sequencer). The same
+    upload may rewrite its own record (a re-drive, an event delivered twice) until a person has decided it."""
     _, _, definition = machine
     states = definition["States"]
     for name in ("RecordClassified", "RecordNeedsReview", "RecordFailed"):
         params = states[name]["Parameters"]
         assert params["Item"]["sequencer"] == {"S.$": "$.upload.sequencer"}, name
         assert params["Item"]["upload"] == {"S.$": "States.JsonToString($.upload)"}, name
-        assert params["ConditionExpression"] == "attribute_not_exists(#sequencer) OR #sequencer <= :sequencer", name
+        assert params["ConditionExpression"] == (
+            "attribute_not_exists(#sequencer) OR #sequencer < :sequencer"
+            " OR (#sequencer = :sequencer AND attribute_not_exists(#decided_at))"), name
+        assert params["ExpressionAttributeNames"] == {"#sequencer": "sequencer", "#decided_at": "decided_at"}, name
         assert params["ExpressionAttributeValues"] == {":sequencer": {"S.$": "$.upload.sequencer"}}, name
         # a condition failure is not a fault to retry
         assert not any("DynamoDB.ConditionalCheckFailedException" in r["ErrorEquals"] for r in states[name]["Retry"])
@@ -267,3 +271,5 @@ def test_a_record_is_written_only_over_an_older_upload_of_its_key(machine):
     assert states["FromRedriveInput"]["Parameters"]["upload.$"] == "$.upload"
     assert states["FromDirectInput"]["Parameters"]["upload"] == {"sequencer": "0"}
     assert states["Superseded"]["Type"] == "Pass" and states["Superseded"]["End"] is True
+    # the attribute the review page sets when a person decides
+    assert "decided_at = :at" in (repo / "review" / "decisions.py").read_text()
