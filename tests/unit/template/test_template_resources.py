@@ -153,6 +153,15 @@ def test_rule_retries_and_keeps_undeliverable_uploads(stack):
                for s in policy["PolicyDocument"]["Statement"]), policy
 
 
+# ------------------------------------------------------------------ what outlives the stack
+@pytest.mark.parametrize("logical_id", ["ResultsTable", "GroundTruthBucket"])
+def test_peoples_decisions_outlive_the_stack(raw_template, logical_id):
+    """The results table holds the reviewers' decisions, the ground-truth bucket their labels: `sam delete` and a
+    replacement keep both (CloudFormation deletes a table whose DeletionPolicy is not Retain)."""
+    resource = raw_template["Resources"][logical_id]
+    assert resource.get("DeletionPolicy") == "Retain" and resource.get("UpdateReplacePolicy") == "Retain"
+
+
 # ------------------------------------------------------------------ outputs
 @pytest.mark.parametrize(("output", "resource"), [
     ("IntakeBucketName", "IntakeBucket"),
