@@ -148,9 +148,12 @@ def test_rule_retries_and_keeps_undeliverable_uploads(stack):
     # EventBridge can only park an event there if the queue policy lets it send.
     policy = stack.properties("RuleDeadLetterQueuePolicy")
     assert stack.ref("RuleDeadLetterQueue") in policy["Queues"]
-    assert any(s["Effect"] == "Allow" and s["Principal"] == {"Service": "events.amazonaws.com"}
-               and s["Action"] in ("sqs:SendMessage", ["sqs:SendMessage"]) and s["Resource"] in (dlq_arn, [dlq_arn])
-               for s in policy["PolicyDocument"]["Statement"]), policy
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Allow" and statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Action"] in ("sqs:SendMessage", ["sqs:SendMessage"]) and statement["Resource"] in (dlq_arn, [dlq_arn])
+    # ... and only for this rule: no other rule of the account may fill it.
+    rule_lid, _ = _upload_rule(stack)
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": stack.get_att(rule_lid, "Arn")}}
 
 
 # ------------------------------------------------------------------ what outlives the stack
