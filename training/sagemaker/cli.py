@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Serverless Inference with this memory (1024..6144) instead of instances: no data "
                              "capture, no autoscaling to set up, cold starts (docs/sagemaker.md, cost)")
     deploy.add_argument("--serverless-max-concurrency", type=int, default=10)
+    deploy.add_argument("--serverless-provisioned-concurrency", type=int,
+                        help="keep this many serverless instances warm (billed while provisioned): for a model whose "
+                             "cold start outlasts the classify function's 5 s read timeout")
     deploy.add_argument("--vendored", type=Path, help=VENDORED_HELP)
     deploy.add_argument("--no-wait", action="store_true",
                         help="return once the endpoint is being created (implies --no-autoscaling)")
@@ -185,6 +188,8 @@ def run_deploy(args, boto_session) -> None:
     from .deploy import (DEFAULT_INSTANCE_TYPE, CaptureSettings, DeployRequest, ScalingSettings,
                                    ServerlessSettings, deploy, sam_deploy_line)
 
+    if args.serverless_provisioned_concurrency is not None and not args.serverless_memory_mb:
+        raise LaunchError("--serverless-provisioned-concurrency is for a serverless endpoint: add --serverless-memory-mb")
     endpoint = args.endpoint_name or unique_name("scones-classifier")
     capture = None
     if not args.no_capture:
@@ -206,7 +211,8 @@ def run_deploy(args, boto_session) -> None:
         instance_type=args.instance_type or DEFAULT_INSTANCE_TYPE,
         initial_instance_count=args.initial_instance_count, capture=capture, scaling=scaling,
         wait=not args.no_wait,
-        serverless=(ServerlessSettings(args.serverless_memory_mb, args.serverless_max_concurrency)
+        serverless=(ServerlessSettings(args.serverless_memory_mb, args.serverless_max_concurrency,
+                                       args.serverless_provisioned_concurrency)
                     if args.serverless_memory_mb else None),
         vendored=args.vendored)
     result = deploy(req, boto_session)

@@ -75,6 +75,18 @@ def test_every_function_setting_is_read_by_its_code(stack, function_sources):
         assert not unread, f"{lid} sets {sorted(unread)} but its code never reads them"
 
 
+def test_the_classify_timeout_covers_its_endpoint_call_as_the_template_says(repo, raw_template):
+    """The client's timeouts, the function's Timeout above them, and the template's comment on them agree."""
+    code = (repo / "functions" / "classify" / "app.py").read_text()
+    connect, read = map(int, re.search(r"CONNECT_TIMEOUT_S, READ_TIMEOUT_S = (\d+), (\d+)", code).groups())
+    timeout = raw_template["Resources"]["ClassifyImageFunction"]["Properties"]["Timeout"]
+    assert connect + read < timeout
+    text = (repo / "template.yaml").read_text()
+    block = text[text.index("  ClassifyImageFunction:"):text.index("  FilterInferenceFunction:")]
+    stated = re.findall(r"(\d+) s (connect|read)", block)
+    assert sorted(stated) == sorted([(str(connect), "connect"), (str(read), "read")]), stated
+
+
 def test_parameters_reach_the_functions(stack, defaults):
     assert stack.properties("ClassifyImageFunction")["Environment"]["Variables"]["ENDPOINT_NAME"] == "my-endpoint"
     assert stack.properties("ClassifyImageFunction")["Environment"]["Variables"]["CLASS_NAMES"] == defaults["ClassNames"]

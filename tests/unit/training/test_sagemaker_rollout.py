@@ -173,6 +173,19 @@ def test_serverless_endpoint_has_no_capture_or_instances_and_updates_all_at_once
     assert new["ServerlessConfig"] == variant["ServerlessConfig"]
 
 
+def test_a_serverless_endpoint_can_keep_instances_warm_against_cold_starts(aws, capsys):  # noqa: F811
+    """Provisioned concurrency: the remedy for a cold start longer than the classify function's read timeout."""
+    assert run(aws, *deploy_args(SHIPPED, ENDPOINT, "--serverless-provisioned-concurrency", "1")) == 2
+    assert "add --serverless-memory-mb" in capsys.readouterr().err
+    serverless = ("--serverless-memory-mb", "2048", "--no-capture")
+    assert run(aws, *deploy_args(SHIPPED, ENDPOINT, *serverless, "--serverless-provisioned-concurrency", "11")) == 2
+    assert "provisioned concurrency is 1 to the max concurrency (10), got 11" in capsys.readouterr().err
+    assert run(aws, *deploy_args(SHIPPED, ENDPOINT, *serverless, "--serverless-provisioned-concurrency", "2")) == 0
+    sm = aws.session.client("sagemaker")
+    [variant] = sm.describe_endpoint_config(EndpointConfigName=ENDPOINT)["ProductionVariants"]
+    assert variant["ServerlessConfig"] == {"MemorySizeInMB": 2048, "MaxConcurrency": 10, "ProvisionedConcurrency": 2}
+
+
 def test_promote_gates_against_the_live_model_and_only_an_accepted_candidate_goes_on(live, tmp_path, capsys,
                                                                                       monkeypatch):
     monkeypatch.setattr("boto3.Session", lambda *a, **k: live.session)
