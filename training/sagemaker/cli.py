@@ -129,31 +129,23 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--instance-type", default=None, help="default: ml.m5.large")
     register.add_argument("--vendored", type=Path, help=VENDORED_HELP)
 
-    update = with_role(sub.add_parser("update", help="canary the live endpoint to an Approved version"))
+    update = with_role(sub.add_parser(
+        "update", help="move the live endpoint to an Approved version: canary or all at once, a bake, auto-rollback"))
     update.add_argument("--endpoint-name", required=True)
     update.add_argument("--model-package", required=True, help="the version's ARN (from register)")
-    alarms = update.add_mutually_exclusive_group(required=True)
-    alarms.add_argument("--stack", help="the SAM stack whose alarms roll the canary back")
-    alarms.add_argument("--alarm", action="append", help="an alarm that rolls the canary back (repeatable)")
-    update.add_argument("--canary-percent", type=int, default=10, help="capacity that takes traffic first (default 10)")
-    update.add_argument("--bake-minutes", type=int, default=30,
-                        help="minutes the canary runs before the rest shifts (default 30: the rate alarms need 15)")
+    _rollout_arguments(update)
 
     promote = with_role(sub.add_parser(
-        "promote", help="gate a candidate against the live model, register it, and canary it if it passed",
+        "promote", help="gate a candidate against the live model, register it, and update to it if it passed",
         description="The whole safe update: the live model is downloaded from the endpoint and compared with the "
                     "challenger (training.gate); the challenger is registered Approved or Rejected with the "
-                    "comparison; only an approved one goes on to the canary update. Exit 3: refused."))
+                    "comparison; only an approved one goes on to the update (as `update` does it). Exit 3: refused."))
     promote.add_argument("--endpoint-name", required=True)
     gate.add_arguments(promote, champion=False)
     promote.add_argument("--artifact-uri", required=True, help="s3:// prefix for the packed model and the comparison")
     promote.add_argument("--instance-type", default=None, help="default: ml.m5.large")
     promote.add_argument("--vendored", type=Path, help=VENDORED_HELP)
-    promote_alarms = promote.add_mutually_exclusive_group(required=True)
-    promote_alarms.add_argument("--stack", help="the SAM stack whose alarms roll the canary back")
-    promote_alarms.add_argument("--alarm", action="append", help="an alarm that rolls the canary back (repeatable)")
-    promote.add_argument("--canary-percent", type=int, default=10)
-    promote.add_argument("--bake-minutes", type=int, default=30)
+    _rollout_arguments(promote)
 
     back = with_role(sub.add_parser("rollback", help="return the endpoint to the previous Approved version"))
     back.add_argument("--endpoint-name", required=True)
@@ -161,6 +153,36 @@ def build_parser() -> argparse.ArgumentParser:
     teardown = sub.add_parser("teardown", help="delete the endpoint and everything deploy/monitor made for it")
     teardown.add_argument("--endpoint-name", required=True)
     return parser
+
+
+def _rollout_arguments(parser: argparse.ArgumentParser) -> None:
+    """How update and promote move the endpoint: the traffic shift, the bake, what rolls it back."""
+    alarms = parser.add_mutually_exclusive_group()
+    alarms.add_argument("--stack", help="the SAM stack whose EndpointErrorsAlarm also rolls the update back")
+    alarms.add_argument("--alarm", action="append", default=[],
+                        help="an alarm that also rolls the update back (repeatable); the new fleet's errors and "
+                             "latency alarms always do")
+    parser.add_argument("--canary-percent", type=int,
+                        help="capacity that takes traffic first, 1 to 50 (default: 10 on a variant of 2 or more "
+                             "instances; on one instance, all at once: a canary is at most half the variant)")
+    parser.add_argument("--bake-minutes", type=int, default=30,
+                        help="minutes the new fleet is watched before the rest shifts or the old fleet goes, 0 to 60 "
+                             "(default 30)")
+    parser.add_argument("--termination-wait-minutes", type=int, default=10,
+                        help="minutes the old fleet stays after the shift, for a fast rollback, 0 to 60 (default 10)")
+    parser.add_argument("--max-latency-ms", type=int, default=1000,
+                        help="the new fleet's p99 model latency above this rolls back (default 1000)")
+
+
+def _rollout(args, boto_session):
+    """(settings, alarms) of update/promote's arguments."""
+    from .rollout import CanarySettings, stack_alarm_names
+
+    canary = CanarySettings(percent=args.canary_percent, bake_seconds=args.bake_minutes * 60,
+                            termination_wait_seconds=args.termination_wait_minutes * 60,
+                            max_latency_ms=args.max_latency_ms)
+    canary.check()
+    return canary, stack_alarm_names(boto_session, args.stack) if args.stack else args.alarm
 
 
 def _print_json(result: dict) -> None:
@@ -260,10 +282,9 @@ def run_register(args, boto_session) -> None:
 
 
 def run_update(args, boto_session) -> None:
-    from .rollout import CanarySettings, stack_alarm_names, update
+    from .rollout import update
 
-    alarms = stack_alarm_names(boto_session, args.stack) if args.stack else args.alarm
-    canary = CanarySettings(percent=args.canary_percent, bake_seconds=args.bake_minutes * 60)
+    canary, alarms = _rollout(args, boto_session)
     _print_json(update(args.endpoint_name, args.model_package, resolve_role(args.role), boto_session, canary, alarms))
 
 
@@ -271,9 +292,12 @@ def run_promote(args, boto_session) -> int:
     import tempfile
 
     from .deploy import DEFAULT_INSTANCE_TYPE, DeployRequest
-    from .rollout import CanarySettings, live_model_dir, register, stack_alarm_names, update
+    from . import rollback_alarms
+    from .rollout import live_model_dir, register, update
 
-    alarms = stack_alarm_names(boto_session, args.stack) if args.stack else args.alarm
+    canary, alarms = _rollout(args, boto_session)
+    # A firing or blind rollback alarm would refuse the update: say so before the gate and the registry run.
+    rollback_alarms.check(boto_session.client("cloudwatch"), alarms, canary.bake_seconds)
     with tempfile.TemporaryDirectory() as tmp:
         champion = live_model_dir(boto_session, args.endpoint_name, Path(tmp) / "live")
         try:
@@ -291,7 +315,6 @@ def run_promote(args, boto_session) -> int:
         print(f"refused: {registered['model_package_arn']} is registered Rejected; the endpoint is unchanged",
               file=sys.stderr)
         return gate.EXIT_REFUSED
-    canary = CanarySettings(percent=args.canary_percent, bake_seconds=args.bake_minutes * 60)
     _print_json(update(args.endpoint_name, registered["model_package_arn"], resolve_role(args.role), boto_session,
                        canary, alarms))
     return 0
