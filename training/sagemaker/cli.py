@@ -3,7 +3,7 @@
     python -m training sagemaker train --algorithm builtin --data-uri s3://B/scones/data --output-uri s3://B/scones
     python -m training sagemaker train --algorithm pytorch --data-uri s3://B/scones/data --output-uri s3://B/scones
     python -m training sagemaker deploy --model-dir training/model --artifact-uri s3://B/scones
-    python -m training sagemaker monitor --endpoint-name NAME --s3-uri s3://B/scones
+    python -m training sagemaker monitor --endpoint-name NAME --s3-uri s3://B/scones   (Model Monitor: existing customers)
     python -m training sagemaker teardown --endpoint-name NAME
     python -m training sagemaker register --endpoint-name NAME --model-dir build/model --gate-result build/gate.json --artifact-uri s3://B/scones
     python -m training sagemaker update --endpoint-name NAME --model-package ARN --stack STACK
@@ -103,7 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--no-wait", action="store_true",
                         help="return once the endpoint is being created (implies --no-autoscaling)")
 
-    monitor = with_role(sub.add_parser("monitor", help="Model Monitor baseline job + hourly schedule"))
+    monitor = with_role(sub.add_parser(
+        "monitor", help="Model Monitor baseline job + hourly schedule (closed to new customers: see --help)",
+        description="Model Monitor for the endpoint: a baseline job, then an hourly data-quality schedule. "
+                    "SageMaker Model Monitor is no longer open to new customers "
+                    "(https://docs.aws.amazon.com/sagemaker/latest/dg/model-monitor-availability-change.html); "
+                    "accounts that have it can go on using this command. Everyone else: python -m monitoring "
+                    "--capture s3://<bucket>/<capture prefix> --results-table <table>, the drift report over the "
+                    "endpoint's data capture (docs/monitoring.md)."))
     monitor.add_argument("--endpoint-name", required=True)
     monitor.add_argument("--s3-uri", required=True, help="s3:// prefix for the baseline and the reports")
     monitor.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR,
@@ -252,8 +259,12 @@ def _model_classes(model_dir: Path) -> list[str]:
 def run_monitor(args, boto_session) -> None:
     import tempfile
 
-    from .monitor import DEFAULT_MONITOR_INSTANCE, MonitorRequest, create, create_schedule, write_baseline_csv
+    from botocore.exceptions import ClientError
 
+    from .monitor import (CLOSED_TO_NEW_CUSTOMERS, DEFAULT_MONITOR_INSTANCE, MonitorRequest, create, create_schedule,
+                          write_baseline_csv)
+
+    print(f"note: {CLOSED_TO_NEW_CUSTOMERS}", file=sys.stderr, flush=True)
     role = resolve_role(args.role)
     classes = args.classes or _model_classes(args.model_dir)
     with tempfile.TemporaryDirectory() as tmp:
@@ -263,7 +274,10 @@ def run_monitor(args, boto_session) -> None:
         req = MonitorRequest(endpoint_name=args.endpoint_name, role=role, s3_uri=args.s3_uri, classes=classes,
                              baseline_csv=baseline, instance_type=args.instance_type or DEFAULT_MONITOR_INSTANCE,
                              cron=args.cron, wait_for_baseline=not args.no_wait)
-        result = create_schedule(req, boto_session) if args.skip_baseline else create(req, boto_session)
+        try:
+            result = create_schedule(req, boto_session) if args.skip_baseline else create(req, boto_session)
+        except ClientError as exc:  # e.g. an account Model Monitor is not open to
+            raise LaunchError(f"AWS refused: {' '.join(str(exc).split())}. {CLOSED_TO_NEW_CUSTOMERS}") from None
     _print_json(result)
 
 
