@@ -51,7 +51,7 @@ help:
 	@echo "AWS (credentials, and AWS_DEFAULT_REGION or a profile):"
 	@echo "  make build       sam build (needs python3.13 on PATH)"
 	@echo "  make deploy ENDPOINT_NAME=...   sam build + deploy (guided the first time)"
-	@echo "  make delete      empty the intake bucket, then sam delete (labels are kept)"
+	@echo "  make delete      empty the intake bucket, sam delete (keeps decisions, labels)"
 	@echo "  make logs | make traces   sam logs / sam traces (STACK=name)"
 	@echo "  make clean       remove build outputs (.aws-sam, build)"
 

@@ -90,7 +90,8 @@ class Stack:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, template_path: Path, *, name: str, region: str, parameters: dict[str, str]) -> "Stack":
+    def load(cls, template_path: Path, *, name: str, region: str, parameters: dict[str, str],
+             partition: str = "aws") -> "Stack":
         template_path = Path(template_path).resolve()
         root = template_path.parent
         raw = yaml_parse(template_path.read_text())
@@ -106,10 +107,10 @@ class Stack:
             raise TemplateError(f"parameters without a value: {', '.join(missing)}")
         for key, value in values.items():
             check_parameter(key, declared[key], value)
-        pseudo = {"AWS::Region": region, "AWS::AccountId": ACCOUNT_ID, "AWS::Partition": "aws",
+        pseudo = {"AWS::Region": region, "AWS::AccountId": ACCOUNT_ID, "AWS::Partition": partition,
                   "AWS::StackName": name, "AWS::URLSuffix": "amazonaws.com",
                   # CloudFormation's stack ids end in a UUID; the twin's is derived from the name, so it is stable.
-                  "AWS::StackId": f"arn:aws:cloudformation:{region}:{ACCOUNT_ID}:stack/{name}/"
+                  "AWS::StackId": f"arn:{partition}:cloudformation:{region}:{ACCOUNT_ID}:stack/{name}/"
                                   f"{uuid.uuid5(uuid.NAMESPACE_URL, name)}"}
         # The same translator `sam build` and cfn-lint use; its session only supplies the region.
         translator = Translator(None, Parser(), boto_session=boto3.session.Session(region_name=region))
@@ -185,10 +186,14 @@ class Stack:
             "AWS::SNS::Topic": self.arn("sns", pid),
         }.get(kind, pid)
 
+    @property
+    def partition(self) -> str:
+        return self.parameters["AWS::Partition"]
+
     def arn(self, service: str, resource: str) -> str:
         if service == "s3":
-            return f"arn:aws:s3:::{resource}"
-        return f"arn:aws:{service}:{self.region}:{ACCOUNT_ID}:{resource}"
+            return f"arn:{self.partition}:s3:::{resource}"
+        return f"arn:{self.partition}:{service}:{self.region}:{ACCOUNT_ID}:{resource}"
 
     def get_att(self, logical_id: str, attribute: str) -> str:
         kind, pid = self.resources[logical_id]["Type"], self.physical_ids[logical_id]
@@ -200,7 +205,7 @@ class Stack:
                 "AWS::Lambda::Function": self.arn("lambda", f"function:{pid}"),
                 "AWS::StepFunctions::StateMachine": self.arn("states", f"stateMachine:{pid}"),
                 "AWS::Logs::LogGroup": self.arn("logs", f"log-group:{pid}:*"),
-                "AWS::IAM::Role": f"arn:aws:iam::{ACCOUNT_ID}:role/{pid}",
+                "AWS::IAM::Role": f"arn:{self.partition}:iam::{ACCOUNT_ID}:role/{pid}",
                 "AWS::CloudWatch::Alarm": self.arn("cloudwatch", f"alarm:{pid}"),
                 "AWS::Events::Rule": self.arn("events", f"rule/{pid}"),
                 "AWS::Cognito::UserPool": self.arn("cognito-idp", f"userpool/{pid}"),

@@ -24,7 +24,7 @@ from aws_lambda_powertools import Logger, single_metric
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 from botocore.config import Config
-from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ClientError, HTTPClientError, ReadTimeoutError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -100,7 +100,12 @@ metrics.set_default_dimensions(EndpointName=ENDPOINT_NAME)
 # Exactly one attempt: retries belong to the state machine (backoff + jitter, visible in
 # the execution history). The model answers in milliseconds; short timeouts bound each attempt, and so
 # the execution's worst case, well inside the EXPRESS workflow's 5 minutes (the function's Timeout is 8 s).
-CLIENT_CONFIG = Config(retries={"total_max_attempts": 1}, connect_timeout=2, read_timeout=5)
+# A serverless endpoint's cold start can outlast the read timeout: that attempt ends EndpointUnavailableError
+# and the state machine tries again (4 retries, 1 s doubling to 8 s: about 40 s in all); a model whose cold
+# start (CloudWatch ModelSetupTime) is longer needs provisioned concurrency or instances (docs/sagemaker.md).
+CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 2, 5
+CLIENT_CONFIG = Config(retries={"total_max_attempts": 1}, connect_timeout=CONNECT_TIMEOUT_S,
+                       read_timeout=READ_TIMEOUT_S)
 _runtime = None
 
 
@@ -170,6 +175,10 @@ def invoke(image: bytes, content_type: str) -> tuple[bytes, str | None]:
         return response["Body"].read(), response.get("InvokedProductionVariant")
     except ClientError as exc:
         raise _error_from_client_error(exc) from exc
+    except ReadTimeoutError as exc:
+        raise EndpointUnavailableError(
+            f"endpoint {ENDPOINT_NAME} did not answer within {READ_TIMEOUT_S} s (a serverless endpoint may still be "
+            f"starting: a cold start): {exc}") from exc
     except (BotoConnectionError, HTTPClientError) as exc:
         # Refused, reset or timed out: the endpoint (or the twin's server) is down or restarting.
         raise EndpointUnavailableError(f"endpoint {ENDPOINT_NAME} unreachable: {exc}") from exc

@@ -151,3 +151,41 @@ def test_uploads_start_executions_with_the_rules_role(twin):
 
     assert main(["redrive", "--port", str(twin.settings.port)]) == 0
     assert wait_for(twin, {"iam/unstarted.png"})["iam/unstarted.png"]["outcome"] in ("classified", "needs_review")
+
+
+def test_a_reviewer_with_the_reviewer_policy_can_requeue_and_no_more(twin):
+    """`make requeue` (python -m review requeue), which the README and the review dead-letter alarm give reviewers,
+    run with the credentials of a role holding only the stack's ReviewerPolicy, as a reviewer's would be."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    from review.requeue import requeue
+
+    iam = twin.client("iam")
+    document = twin.deployment.stack.properties("ReviewerPolicy")["PolicyDocument"]
+    policy = iam.create_policy(PolicyName="reviewers", PolicyDocument=json.dumps(document))["Policy"]["Arn"]
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                     "Principal": {"AWS": "arn:aws:iam::123456789012:root"}}]}
+    role = iam.create_role(RoleName="reviewer", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    iam.attach_role_policy(RoleName="reviewer", PolicyArn=policy)
+    credentials = twin.client("sts").assume_role(RoleArn=role, RoleSessionName="ana")["Credentials"]
+    as_reviewer = lambda service: boto3.client(  # noqa: E731
+        service, endpoint_url=twin.url, region_name="us-east-1", aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"], aws_session_token=credentials["SessionToken"])
+
+    key = "iam/waiting-for-a-person.png"
+    put(twin, key, sample("bicycle", 0).read_bytes())  # the model says 0.85: sent to review
+    assert wait_for(twin, {key})[key]["outcome"] == "needs_review"
+    table, queue = twin.outputs["ResultsTableName"], twin.outputs["ReviewQueueUrl"]
+    assert requeue(as_reviewer("dynamodb"), as_reviewer("sqs"), table, queue) >= 1
+    again = [m for m in queue_messages(twin, "ReviewQueueUrl", 100, timeout=5, take=False) if m["body"]["key"] == key]
+    assert len({m["MessageId"] for m in again}) == 2  # the state machine's message and requeue's
+
+    # The policy grants what the page and requeue need on their own resources, nothing else.
+    with pytest.raises(ClientError) as refused:
+        as_reviewer("dynamodb").delete_item(TableName=table, Key={"bucket": {"S": twin.outputs["IntakeBucketName"]},
+                                                                   "key": {"S": key}})
+    assert refused.value.response["Error"]["Code"] == "AccessDeniedException"
+    with pytest.raises(ClientError) as refused:
+        as_reviewer("sqs").send_message(QueueUrl=twin.outputs["RecordDeadLetterQueueUrl"], MessageBody="{}")
+    assert "AccessDenied" in refused.value.response["Error"]["Code"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 
 import pytest
@@ -26,6 +27,17 @@ def run(twin, execution_input: dict) -> dict:
     arn = sfn.start_execution(stateMachineArn=twin.outputs["StateMachineArn"], name=str(uuid.uuid4()),
                               input=json.dumps(execution_input))["executionArn"]
     return wait_until(lambda: (d := sfn.describe_execution(executionArn=arn))["status"] != "RUNNING" and d)
+
+
+def upload_event(twin, upload: dict) -> dict:
+    """The "Object Created" event S3 sends for ``upload`` (a record's ``upload``), as EventBridge delivers it."""
+    return {
+        "version": "0", "id": str(uuid.uuid4()), "detail-type": "Object Created", "source": "aws.s3",
+        "account": "123456789012", "time": "2026-12-01T00:00:00Z", "region": "us-east-1",
+        "resources": [f"arn:aws:s3:::{twin.outputs['IntakeBucketName']}"],
+        "detail": {"version": "0", "bucket": {"name": twin.outputs["IntakeBucketName"]}, "object": upload,
+                   "reason": "PutObject"},
+    }
 
 
 def test_each_upload_of_a_key_is_named_and_the_last_one_is_recorded(twin):
@@ -54,13 +66,7 @@ def test_an_older_upload_finishing_last_leaves_the_newer_record(twin):
     newer = wait_until(lambda: (r := record_of(twin, key))["sequencer"] != older["sequencer"] and r)
 
     # The older upload's event, as S3 sent it, processed again now (as a slow first execution would finish).
-    late_event = {
-        "version": "0", "id": str(uuid.uuid4()), "detail-type": "Object Created", "source": "aws.s3",
-        "account": "123456789012", "time": "2026-12-01T00:00:00Z", "region": "us-east-1",
-        "resources": [f"arn:aws:s3:::{twin.outputs['IntakeBucketName']}"],
-        "detail": {"version": "0", "bucket": {"name": twin.outputs["IntakeBucketName"]},
-                   "object": json.loads(older["upload"]), "reason": "PutObject"},
-    }
+    late_event = upload_event(twin, json.loads(older["upload"]))
     dispatched = subscribe_to_dispatch(twin, "overwrites-dispatch")
     execution = run(twin, late_event)
     assert execution["status"] == "SUCCEEDED"
@@ -97,3 +103,35 @@ def test_a_direct_input_records_a_new_key_but_never_replaces_an_uploads_record(t
     assert json.loads(execution["output"])["outcome"] in ("classified", "needs_review")
     record = record_of(twin, "overwrites/unannounced.png")
     assert record["sequencer"] == "0" and json.loads(record["upload"]) == {"sequencer": "0"}
+
+
+def test_a_repeated_execution_of_a_decided_upload_leaves_the_decision_and_announces_nothing(twin):
+    """Asynchronous Express executions are at-least-once: the same upload's execution may run again after a
+    person decided its photo. It must neither replace the decision nor send the photo to review again."""
+    from review.decisions import Reviewer
+    from review.ground_truth import GroundTruth
+    from review.waiting import WaitingImage
+
+    key = "overwrites/decided.png"
+    put(twin, key, sample("bicycle", 0).read_bytes())  # the model says 0.85: sent to review
+    waiting = wait_for(twin, {key})[key]
+    assert waiting["outcome"] == "needs_review"
+    # left on the queue (a receive that does not hide it may return it more than once)
+    (message,) = {m["MessageId"]: m for m in queue_messages(twin, "ReviewQueueUrl", 100, timeout=5, take=False)
+                  if m["body"]["key"] == key}.values()
+    reviewer = Reviewer(twin.client("dynamodb"), twin.client("events"), twin.client("cloudwatch"),
+                        twin.outputs["ResultsTableName"],
+                        GroundTruth(twin.client("s3"), twin.outputs["GroundTruthBucketName"]))
+    reviewer.decide(WaitingImage.from_message(message, time.time()), "motorcycle", "Ana Tester")
+    decided = record_of(twin, key)
+    assert (decided["outcome"], decided["human_label"], decided["reviewer"]) == ("reviewed", "motorcycle", "Ana Tester")
+
+    dispatched = subscribe_to_dispatch(twin, "repeat-dispatch")
+    repeat = upload_event(twin, json.loads(waiting["upload"]))  # the same input, started twice
+    repeats = [run(twin, repeat), run(twin, repeat)]
+    assert [json.loads(r["output"])["outcome"] for r in repeats] == ["superseded", "superseded"]
+    assert record_of(twin, key) == decided  # the decision, its time and its effects' marks intact
+    arns = {r["executionArn"] for r in repeats}
+    assert [e for e in dispatched() if e["detail"].get("execution_arn") in arns] == []
+    reviews = queue_messages(twin, "ReviewQueueUrl", 100, timeout=2, take=False)
+    assert [m for m in reviews if m["body"]["execution_arn"] in arns] == []

@@ -3,7 +3,7 @@
     python -m training sagemaker train --algorithm builtin --data-uri s3://B/scones/data --output-uri s3://B/scones
     python -m training sagemaker train --algorithm pytorch --data-uri s3://B/scones/data --output-uri s3://B/scones
     python -m training sagemaker deploy --model-dir training/model --artifact-uri s3://B/scones
-    python -m training sagemaker monitor --endpoint-name NAME --s3-uri s3://B/scones
+    python -m training sagemaker monitor --endpoint-name NAME --s3-uri s3://B/scones   (Model Monitor: existing customers)
     python -m training sagemaker teardown --endpoint-name NAME
     python -m training sagemaker register --endpoint-name NAME --model-dir build/model --gate-result build/gate.json --artifact-uri s3://B/scones
     python -m training sagemaker update --endpoint-name NAME --model-package ARN --stack STACK
@@ -96,11 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Serverless Inference with this memory (1024..6144) instead of instances: no data "
                              "capture, no autoscaling to set up, cold starts (docs/sagemaker.md, cost)")
     deploy.add_argument("--serverless-max-concurrency", type=int, default=10)
+    deploy.add_argument("--serverless-provisioned-concurrency", type=int,
+                        help="keep this many serverless instances warm (billed while provisioned): for a model whose "
+                             "cold start outlasts the classify function's 5 s read timeout")
     deploy.add_argument("--vendored", type=Path, help=VENDORED_HELP)
     deploy.add_argument("--no-wait", action="store_true",
                         help="return once the endpoint is being created (implies --no-autoscaling)")
 
-    monitor = with_role(sub.add_parser("monitor", help="Model Monitor baseline job + hourly schedule"))
+    monitor = with_role(sub.add_parser(
+        "monitor", help="Model Monitor baseline job + hourly schedule (closed to new customers: see --help)",
+        description="Model Monitor for the endpoint: a baseline job, then an hourly data-quality schedule. "
+                    "SageMaker Model Monitor is no longer open to new customers "
+                    "(https://docs.aws.amazon.com/sagemaker/latest/dg/model-monitor-availability-change.html); "
+                    "accounts that have it can go on using this command. Everyone else: python -m monitoring "
+                    "--capture s3://<bucket>/<capture prefix> --results-table <table>, the drift report over the "
+                    "endpoint's data capture (docs/monitoring.md)."))
     monitor.add_argument("--endpoint-name", required=True)
     monitor.add_argument("--s3-uri", required=True, help="s3:// prefix for the baseline and the reports")
     monitor.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR,
@@ -126,31 +136,23 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--instance-type", default=None, help="default: ml.m5.large")
     register.add_argument("--vendored", type=Path, help=VENDORED_HELP)
 
-    update = with_role(sub.add_parser("update", help="canary the live endpoint to an Approved version"))
+    update = with_role(sub.add_parser(
+        "update", help="move the live endpoint to an Approved version: canary or all at once, a bake, auto-rollback"))
     update.add_argument("--endpoint-name", required=True)
     update.add_argument("--model-package", required=True, help="the version's ARN (from register)")
-    alarms = update.add_mutually_exclusive_group(required=True)
-    alarms.add_argument("--stack", help="the SAM stack whose alarms roll the canary back")
-    alarms.add_argument("--alarm", action="append", help="an alarm that rolls the canary back (repeatable)")
-    update.add_argument("--canary-percent", type=int, default=10, help="capacity that takes traffic first (default 10)")
-    update.add_argument("--bake-minutes", type=int, default=30,
-                        help="minutes the canary runs before the rest shifts (default 30: the rate alarms need 15)")
+    _rollout_arguments(update)
 
     promote = with_role(sub.add_parser(
-        "promote", help="gate a candidate against the live model, register it, and canary it if it passed",
+        "promote", help="gate a candidate against the live model, register it, and update to it if it passed",
         description="The whole safe update: the live model is downloaded from the endpoint and compared with the "
                     "challenger (training.gate); the challenger is registered Approved or Rejected with the "
-                    "comparison; only an approved one goes on to the canary update. Exit 3: refused."))
+                    "comparison; only an approved one goes on to the update (as `update` does it). Exit 3: refused."))
     promote.add_argument("--endpoint-name", required=True)
     gate.add_arguments(promote, champion=False)
     promote.add_argument("--artifact-uri", required=True, help="s3:// prefix for the packed model and the comparison")
     promote.add_argument("--instance-type", default=None, help="default: ml.m5.large")
     promote.add_argument("--vendored", type=Path, help=VENDORED_HELP)
-    promote_alarms = promote.add_mutually_exclusive_group(required=True)
-    promote_alarms.add_argument("--stack", help="the SAM stack whose alarms roll the canary back")
-    promote_alarms.add_argument("--alarm", action="append", help="an alarm that rolls the canary back (repeatable)")
-    promote.add_argument("--canary-percent", type=int, default=10)
-    promote.add_argument("--bake-minutes", type=int, default=30)
+    _rollout_arguments(promote)
 
     back = with_role(sub.add_parser("rollback", help="return the endpoint to the previous Approved version"))
     back.add_argument("--endpoint-name", required=True)
@@ -158,6 +160,36 @@ def build_parser() -> argparse.ArgumentParser:
     teardown = sub.add_parser("teardown", help="delete the endpoint and everything deploy/monitor made for it")
     teardown.add_argument("--endpoint-name", required=True)
     return parser
+
+
+def _rollout_arguments(parser: argparse.ArgumentParser) -> None:
+    """How update and promote move the endpoint: the traffic shift, the bake, what rolls it back."""
+    alarms = parser.add_mutually_exclusive_group()
+    alarms.add_argument("--stack", help="the SAM stack whose EndpointErrorsAlarm also rolls the update back")
+    alarms.add_argument("--alarm", action="append", default=[],
+                        help="an alarm that also rolls the update back (repeatable); the new fleet's errors and "
+                             "latency alarms always do")
+    parser.add_argument("--canary-percent", type=int,
+                        help="capacity that takes traffic first, 1 to 50 (default: 10 on a variant of 2 or more "
+                             "instances; on one instance, all at once: a canary is at most half the variant)")
+    parser.add_argument("--bake-minutes", type=int, default=30,
+                        help="minutes the new fleet is watched before the rest shifts or the old fleet goes, 0 to 60 "
+                             "(default 30)")
+    parser.add_argument("--termination-wait-minutes", type=int, default=10,
+                        help="minutes the old fleet stays after the shift, for a fast rollback, 0 to 60 (default 10)")
+    parser.add_argument("--max-latency-ms", type=int, default=1000,
+                        help="the new fleet's p99 model latency above this rolls back (default 1000)")
+
+
+def _rollout(args, boto_session):
+    """(settings, alarms) of update/promote's arguments."""
+    from .rollout import CanarySettings, stack_alarm_names
+
+    canary = CanarySettings(percent=args.canary_percent, bake_seconds=args.bake_minutes * 60,
+                            termination_wait_seconds=args.termination_wait_minutes * 60,
+                            max_latency_ms=args.max_latency_ms)
+    canary.check()
+    return canary, stack_alarm_names(boto_session, args.stack) if args.stack else args.alarm
 
 
 def _print_json(result: dict) -> None:
@@ -185,6 +217,8 @@ def run_deploy(args, boto_session) -> None:
     from .deploy import (DEFAULT_INSTANCE_TYPE, CaptureSettings, DeployRequest, ScalingSettings,
                                    ServerlessSettings, deploy, sam_deploy_line)
 
+    if args.serverless_provisioned_concurrency is not None and not args.serverless_memory_mb:
+        raise LaunchError("--serverless-provisioned-concurrency is for a serverless endpoint: add --serverless-memory-mb")
     endpoint = args.endpoint_name or unique_name("scones-classifier")
     capture = None
     if not args.no_capture:
@@ -206,7 +240,8 @@ def run_deploy(args, boto_session) -> None:
         instance_type=args.instance_type or DEFAULT_INSTANCE_TYPE,
         initial_instance_count=args.initial_instance_count, capture=capture, scaling=scaling,
         wait=not args.no_wait,
-        serverless=(ServerlessSettings(args.serverless_memory_mb, args.serverless_max_concurrency)
+        serverless=(ServerlessSettings(args.serverless_memory_mb, args.serverless_max_concurrency,
+                                       args.serverless_provisioned_concurrency)
                     if args.serverless_memory_mb else None),
         vendored=args.vendored)
     result = deploy(req, boto_session)
@@ -224,8 +259,12 @@ def _model_classes(model_dir: Path) -> list[str]:
 def run_monitor(args, boto_session) -> None:
     import tempfile
 
-    from .monitor import DEFAULT_MONITOR_INSTANCE, MonitorRequest, create, create_schedule, write_baseline_csv
+    from botocore.exceptions import ClientError
 
+    from .monitor import (CLOSED_TO_NEW_CUSTOMERS, DEFAULT_MONITOR_INSTANCE, MonitorRequest, create, create_schedule,
+                          write_baseline_csv)
+
+    print(f"note: {CLOSED_TO_NEW_CUSTOMERS}", file=sys.stderr, flush=True)
     role = resolve_role(args.role)
     classes = args.classes or _model_classes(args.model_dir)
     with tempfile.TemporaryDirectory() as tmp:
@@ -235,7 +274,10 @@ def run_monitor(args, boto_session) -> None:
         req = MonitorRequest(endpoint_name=args.endpoint_name, role=role, s3_uri=args.s3_uri, classes=classes,
                              baseline_csv=baseline, instance_type=args.instance_type or DEFAULT_MONITOR_INSTANCE,
                              cron=args.cron, wait_for_baseline=not args.no_wait)
-        result = create_schedule(req, boto_session) if args.skip_baseline else create(req, boto_session)
+        try:
+            result = create_schedule(req, boto_session) if args.skip_baseline else create(req, boto_session)
+        except ClientError as exc:  # e.g. an account Model Monitor is not open to
+            raise LaunchError(f"AWS refused: {' '.join(str(exc).split())}. {CLOSED_TO_NEW_CUSTOMERS}") from None
     _print_json(result)
 
 
@@ -254,10 +296,9 @@ def run_register(args, boto_session) -> None:
 
 
 def run_update(args, boto_session) -> None:
-    from .rollout import CanarySettings, stack_alarm_names, update
+    from .rollout import update
 
-    alarms = stack_alarm_names(boto_session, args.stack) if args.stack else args.alarm
-    canary = CanarySettings(percent=args.canary_percent, bake_seconds=args.bake_minutes * 60)
+    canary, alarms = _rollout(args, boto_session)
     _print_json(update(args.endpoint_name, args.model_package, resolve_role(args.role), boto_session, canary, alarms))
 
 
@@ -265,9 +306,12 @@ def run_promote(args, boto_session) -> int:
     import tempfile
 
     from .deploy import DEFAULT_INSTANCE_TYPE, DeployRequest
-    from .rollout import CanarySettings, live_model_dir, register, stack_alarm_names, update
+    from . import rollback_alarms
+    from .rollout import live_model_dir, register, update
 
-    alarms = stack_alarm_names(boto_session, args.stack) if args.stack else args.alarm
+    canary, alarms = _rollout(args, boto_session)
+    # A firing or blind rollback alarm would refuse the update: say so before the gate and the registry run.
+    rollback_alarms.check(boto_session.client("cloudwatch"), alarms, canary.bake_seconds)
     with tempfile.TemporaryDirectory() as tmp:
         champion = live_model_dir(boto_session, args.endpoint_name, Path(tmp) / "live")
         try:
@@ -285,7 +329,6 @@ def run_promote(args, boto_session) -> int:
         print(f"refused: {registered['model_package_arn']} is registered Rejected; the endpoint is unchanged",
               file=sys.stderr)
         return gate.EXIT_REFUSED
-    canary = CanarySettings(percent=args.canary_percent, bake_seconds=args.bake_minutes * 60)
     _print_json(update(args.endpoint_name, registered["model_package_arn"], resolve_role(args.role), boto_session,
                        canary, alarms))
     return 0

@@ -69,15 +69,28 @@ class ScalingSettings:
 
 @dataclass
 class ServerlessSettings:
-    """SageMaker Serverless Inference: billed per request-second of memory, scales to zero (cold starts)."""
+    """SageMaker Serverless Inference: billed per request-second of memory, scales to zero (cold starts).
+
+    Provisioned concurrency keeps that many warm and is billed while it is provisioned: the remedy for a cold start
+    longer than classify's read timeout (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ProductionVariantServerlessConfig.html)."""
     memory_mb: int = 2048
     max_concurrency: int = 10
+    provisioned_concurrency: int | None = None
 
     def check(self) -> None:
         if self.memory_mb not in (1024, 2048, 3072, 4096, 5120, 6144):
             raise LaunchError(f"serverless memory is 1024 to 6144 MB in steps of 1024, got {self.memory_mb}")
         if not 1 <= self.max_concurrency <= 200:
             raise LaunchError(f"serverless max concurrency is 1 to 200, got {self.max_concurrency}")
+        if self.provisioned_concurrency is not None and not 1 <= self.provisioned_concurrency <= self.max_concurrency:
+            raise LaunchError(f"serverless provisioned concurrency is 1 to the max concurrency "
+                              f"({self.max_concurrency}), got {self.provisioned_concurrency}")
+
+    def config(self) -> dict:
+        config = {"MemorySizeInMB": self.memory_mb, "MaxConcurrency": self.max_concurrency}
+        if self.provisioned_concurrency is not None:
+            config["ProvisionedConcurrency"] = self.provisioned_concurrency
+        return config
 
 
 @dataclass
@@ -341,8 +354,7 @@ def deploy(req: DeployRequest, boto_session, log=None) -> dict:
     log(f"created model {model_name}")
     variant = {"VariantName": VARIANT_NAME, "ModelName": model_name, "InitialVariantWeight": 1.0}
     if req.serverless is not None:
-        variant["ServerlessConfig"] = {"MemorySizeInMB": req.serverless.memory_mb,
-                                       "MaxConcurrency": req.serverless.max_concurrency}
+        variant["ServerlessConfig"] = req.serverless.config()
     else:
         variant |= {"InitialInstanceCount": req.initial_instance_count, "InstanceType": req.instance_type}
     config = {"EndpointConfigName": config_name, "ProductionVariants": [variant]}

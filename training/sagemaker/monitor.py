@@ -18,6 +18,13 @@ from ..s3_uri import s3_join
 from .context import LaunchError, sagemaker_session
 from .monitor_record import CLASSES_ENV, features
 
+# "Amazon SageMaker Model Monitor is no longer open to new customers. Existing customers can continue to use the
+# service as normal" (every Model Monitor page of the developer guide). The drift report reads the same data capture.
+AVAILABILITY_PAGE = "https://docs.aws.amazon.com/sagemaker/latest/dg/model-monitor-availability-change.html"
+CLOSED_TO_NEW_CUSTOMERS = (
+    f"SageMaker Model Monitor is no longer open to new customers ({AVAILABILITY_PAGE}); accounts that have it can go "
+    "on using it. Without it, run the drift report over the endpoint's data capture: python -m monitoring --capture "
+    "s3://<bucket>/<capture prefix> --results-table <ResultsTableName> (docs/monitoring.md)")
 RECORD_SCRIPT = Path(__file__).resolve().parent / "monitor_record.py"
 # Model Monitor's analyser on tabular features of a few thousand records: the smallest
 # instance type it supports is plenty.

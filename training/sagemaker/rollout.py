@@ -4,11 +4,12 @@
   package group "<endpoint>-models", with the gate's comparison (training.gate) as its model-quality
   metrics. A comparison that accepted it registers it Approved; one that refused it, Rejected; none,
   PendingManualApproval.
-- update: the endpoint moves to an Approved version by a blue/green canary (deployment guardrails): a share of
-  the capacity first, then all, with automatic rollback when any of the stack's alarms fires during the
-  bake. The endpoint's name, and so the SAM stack, stay; the same variant keeps its data capture and instance
-  count (RetainAllVariantProperties), and autoscaling stays registered (AWS allows a model change on a scaled
-  variant as long as its instance type stays).
+- update: the endpoint moves to an Approved version by a blue/green deployment with guardrails: a canary share of
+  the capacity first when the variant has the instances for one, else all at once, then a bake, with automatic
+  rollback when an alarm that judges the new fleet fires (rollback_alarms). The endpoint's name, and so the SAM
+  stack, stay; the same variant keeps its data capture and instance count (RetainAllVariantProperties), and
+  autoscaling stays registered (AWS allows a model change on a scaled variant as long as its instance type
+  stays). A serverless endpoint has no guardrails: its update switches all at once, and says so.
 - rollback: the endpoint returns, all at once, to the latest Approved version before the live one, which is
   marked Rejected so it is not promoted again by mistake.
 """
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,21 +26,57 @@ from typing import Callable
 from botocore.exceptions import ClientError
 
 from ..s3_uri import s3_join
+from . import rollback_alarms
 from .context import LaunchError, region_of
 from .deploy import VARIANT_NAME, DeployRequest, _upload_immutable, container_for, model_artifact
 
 CONTENT_TYPES = ["application/x-image", "image/png", "image/jpeg", "image/webp"]
-# The stack's alarms that say a model is doing harm (template.yaml outputs); any of them rolls a canary back.
-ROLLBACK_ALARM_OUTPUTS = ("EndpointErrorsAlarmName", "LowConfidenceRateAlarmName", "AuditAccuracyAlarmName")
+# The stack's alarm that rolls an update back besides the new fleet's own (template.yaml output): classify's view
+# of the endpoint, which alone sees a model that answers 200 with the wrong shape (InvalidPredictionError). The
+# low-confidence rate (drift: why one retrains, so likely firing) and the daily audit accuracy cannot judge a bake.
+ROLLBACK_ALARM_OUTPUTS = ("EndpointErrorsAlarmName",)
+# The API's bounds. TrafficRoutingConfig: WaitIntervalInSeconds 0..3600, a canary at most 50 % of the variant's
+# instance count (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_TrafficRoutingConfig.html);
+# BlueGreenUpdatePolicy: TerminationWaitInSeconds 0..3600, MaximumExecutionTimeoutInSeconds 600..28800 and longer
+# than the waits (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_BlueGreenUpdatePolicy.html).
+MAX_WAIT_SECONDS = 3600
+EXECUTION_TIMEOUT_SECONDS = (600, 28800)
+MAX_CANARY_PERCENT = 50
+DEFAULT_CANARY_PERCENT = 10
+# Guardrails apply to real-time and asynchronous endpoints only, not serverless ones.
+GUARDRAILS_PAGE = "https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails.html"
 
 
 @dataclass
 class CanarySettings:
-    percent: int = 10  # of the capacity that takes traffic first
-    # Long enough for the stack's alarms to judge the canary: the rate alarms need 3 periods of 300 s.
+    # of the capacity that takes traffic first; None: DEFAULT_CANARY_PERCENT when the variant has the instances
+    # for a canary (2 or more), else all at once
+    percent: int | None = None
+    # Long enough for the rollback alarms to judge the new fleet (their longest window is 5 minutes).
     bake_seconds: int = 1800
     termination_wait_seconds: int = 600  # the old fleet stays this long after the full shift, for a fast rollback
     maximum_seconds: int = 3 * 3600
+    max_latency_ms: int = rollback_alarms.DEFAULT_MAX_LATENCY_MS  # the new fleet's p99 above this rolls back
+
+    def check(self) -> None:
+        """LaunchError, one line, for a value the API refuses."""
+        if not 0 <= self.bake_seconds <= MAX_WAIT_SECONDS:
+            raise LaunchError(f"--bake-minutes is 0 to {MAX_WAIT_SECONDS // 60} (the API's WaitIntervalInSeconds is "
+                              f"at most {MAX_WAIT_SECONDS} s), got {self.bake_seconds / 60:g}")
+        if not 0 <= self.termination_wait_seconds <= MAX_WAIT_SECONDS:
+            raise LaunchError(f"--termination-wait-minutes is 0 to {MAX_WAIT_SECONDS // 60} (the API's "
+                              f"TerminationWaitInSeconds is at most {MAX_WAIT_SECONDS} s), "
+                              f"got {self.termination_wait_seconds / 60:g}")
+        if self.percent is not None and not 1 <= self.percent <= MAX_CANARY_PERCENT:
+            raise LaunchError(f"--canary-percent is 1 to {MAX_CANARY_PERCENT} (a canary is at most half the variant), "
+                              f"got {self.percent}")
+        low, high = EXECUTION_TIMEOUT_SECONDS
+        if not low <= self.maximum_seconds <= high or self.maximum_seconds <= self.bake_seconds + \
+                self.termination_wait_seconds:
+            raise LaunchError(f"the deployment's time limit is {low} to {high} s and longer than the bake and the "
+                              f"termination wait, got {self.maximum_seconds}")
+        if self.max_latency_ms < 1:
+            raise LaunchError(f"--max-latency-ms must be positive, got {self.max_latency_ms}")
 
 
 def _progress(message: str) -> None:
@@ -85,17 +123,31 @@ def register(req: DeployRequest, boto_session, gate_result: Path | None = None,
     return {"model_package_arn": answer["ModelPackageArn"], "status": status, "model_data": model_data_url}
 
 
-def deployment_config(canary: CanarySettings | None, alarm_names: list[str]) -> dict:
-    """Blue/green with canary traffic shifting (or all at once, for a rollback) and automatic rollback."""
+def traffic_routing(canary: CanarySettings, instance_count: int) -> dict:
+    """CANARY when the variant can hold one, else ALL_AT_ONCE; either way the bake is the wait before the rest."""
+    percent = canary.percent
+    if percent is None and instance_count >= 2:
+        percent = DEFAULT_CANARY_PERCENT
+    if percent is None:
+        return {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": canary.bake_seconds}
+    canary_instances = max(1, math.ceil(instance_count * percent / 100))  # a canary is at least one instance
+    if canary_instances * 2 > instance_count:
+        raise LaunchError(f"a {percent} % canary of {instance_count} instance(s) is {canary_instances} instance(s), "
+                          "more than the half of the variant the API allows: leave out --canary-percent (all at "
+                          "once, then the bake) or give the variant at least 2 instances")
+    return {"Type": "CANARY", "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": percent},
+            "WaitIntervalInSeconds": canary.bake_seconds}
+
+
+def deployment_config(canary: CanarySettings | None, alarm_names: list[str], instance_count: int = 1) -> dict:
+    """Blue/green with a bake and automatic rollback (or all at once without either, for a rollback)."""
     if canary is None:
         routing = {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0}
         policy = {"TrafficRoutingConfiguration": routing, "TerminationWaitInSeconds": 0}
     else:
-        if not 1 <= canary.percent <= 50:
-            raise LaunchError(f"the canary takes 1 to 50 % of the capacity, got {canary.percent}")
-        routing = {"Type": "CANARY", "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": canary.percent},
-                   "WaitIntervalInSeconds": canary.bake_seconds}
-        policy = {"TrafficRoutingConfiguration": routing, "TerminationWaitInSeconds": canary.termination_wait_seconds,
+        canary.check()
+        policy = {"TrafficRoutingConfiguration": traffic_routing(canary, instance_count),
+                  "TerminationWaitInSeconds": canary.termination_wait_seconds,
                   "MaximumExecutionTimeoutInSeconds": canary.maximum_seconds}
     config: dict = {"BlueGreenUpdatePolicy": policy}
     if alarm_names:
@@ -111,9 +163,25 @@ def _package(sm, arn: str) -> dict:
     return described
 
 
-def _switch(sm, endpoint_name: str, package: dict, role: str, deployment: dict, log) -> dict:
-    """CreateModel and CreateEndpointConfig for ``package`` (the live variant's settings), then UpdateEndpoint."""
-    version = package.get("ModelPackageVersion") or package["ModelPackageArn"].rsplit("/", 1)[-1]
+@dataclass
+class LiveVariant:
+    endpoint: dict  # DescribeEndpoint
+    config: dict  # DescribeEndpointConfig of the live configuration
+    variant: dict  # its VARIANT_NAME production variant
+
+    @property
+    def serverless(self) -> bool:
+        return bool(self.variant.get("ServerlessConfig"))
+
+    @property
+    def instance_count(self) -> int:
+        """The instances the variant runs now (autoscaling may have changed it), which the new fleet keeps."""
+        current = next((v.get("CurrentInstanceCount") for v in self.endpoint.get("ProductionVariants", [])
+                        if v.get("VariantName") == VARIANT_NAME), None)
+        return int(current or self.variant.get("InitialInstanceCount") or 1)
+
+
+def _live(sm, endpoint_name: str) -> LiveVariant:
     live = sm.describe_endpoint(EndpointName=endpoint_name)
     if live["EndpointStatus"] != "InService":
         raise LaunchError(f"endpoint {endpoint_name} is {live['EndpointStatus']}: wait until it is InService")
@@ -122,43 +190,72 @@ def _switch(sm, endpoint_name: str, package: dict, role: str, deployment: dict, 
     if variant is None:
         raise LaunchError(f"endpoint {endpoint_name} has no variant {VARIANT_NAME}: deployment guardrails need the "
                           "same variant name in the old and the new configuration")
-    if variant.get("ServerlessConfig") and deployment["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["Type"] \
-            == "CANARY":
-        # A canary shifts a share of instances; a serverless endpoint has none: all at once, then a bake with
-        # the same alarms before the old fleet goes.
-        policy = deployment["BlueGreenUpdatePolicy"]
-        bake = policy["TrafficRoutingConfiguration"]["WaitIntervalInSeconds"]
-        policy["TrafficRoutingConfiguration"] = {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0}
-        policy["TerminationWaitInSeconds"] = max(policy["TerminationWaitInSeconds"], bake)
-    name = f"{endpoint_name}-v{version}"
+    return LiveVariant(live, current, variant)
+
+
+def version_config_name(endpoint_name: str, package: dict) -> str:
+    version = package.get("ModelPackageVersion") or package["ModelPackageArn"].rsplit("/", 1)[-1]
+    return f"{endpoint_name}-v{version}"
+
+
+def _switch(sm, endpoint_name: str, package: dict, role: str, live: LiveVariant, deployment: dict | None,
+            log) -> dict:
+    """CreateModel and CreateEndpointConfig for ``package`` (the live variant's settings), then UpdateEndpoint
+    (with ``deployment`` as its DeploymentConfig; None: none, SageMaker's default)."""
+    name = version_config_name(endpoint_name, package)
     try:
         sm.describe_model(ModelName=name)
     except ClientError:
         sm.create_model(ModelName=name, ExecutionRoleArn=role,
                         Containers=[{"ModelPackageName": package["ModelPackageArn"]}])
     # The live variant's capacity settings, instances or serverless, with the new model.
-    kept = {k: variant[k] for k in ("InstanceType", "InitialInstanceCount", "ServerlessConfig") if k in variant}
+    kept = {k: live.variant[k] for k in ("InstanceType", "InitialInstanceCount", "ServerlessConfig")
+            if k in live.variant}
     config = {"EndpointConfigName": name,
               "ProductionVariants": [{"VariantName": VARIANT_NAME, "ModelName": name,
-                                      "InitialVariantWeight": variant.get("InitialVariantWeight", 1.0), **kept}]}
-    if current.get("DataCaptureConfig"):
-        config["DataCaptureConfig"] = current["DataCaptureConfig"]
+                                      "InitialVariantWeight": live.variant.get("InitialVariantWeight", 1.0), **kept}]}
+    if live.config.get("DataCaptureConfig"):
+        config["DataCaptureConfig"] = live.config["DataCaptureConfig"]
     try:
         sm.describe_endpoint_config(EndpointConfigName=name)
     except ClientError:
         sm.create_endpoint_config(**config)
-    request = {"EndpointName": endpoint_name, "EndpointConfigName": name, "RetainAllVariantProperties": True,
-               "DeploymentConfig": deployment}
+    request = {"EndpointName": endpoint_name, "EndpointConfigName": name, "RetainAllVariantProperties": True}
+    if deployment is not None:
+        request["DeploymentConfig"] = deployment
     sm.update_endpoint(**request)
-    log(f"updating {endpoint_name}: {live['EndpointConfigName']} -> {name}")
-    return {"endpoint_name": endpoint_name, "from_config": live["EndpointConfigName"], "to_config": name,
+    log(f"updating {endpoint_name}: {live.endpoint['EndpointConfigName']} -> {name}")
+    return {"endpoint_name": endpoint_name, "from_config": live.endpoint["EndpointConfigName"], "to_config": name,
             "model_package_arn": package["ModelPackageArn"], "update_endpoint_request": request}
 
 
 def update(endpoint_name: str, package_arn: str, role: str, boto_session, canary: CanarySettings = CanarySettings(),
            alarm_names: list[str] = (), log: Callable[[str], None] = _progress) -> dict:
-    sm = boto_session.client("sagemaker")
-    return _switch(sm, endpoint_name, _package(sm, package_arn), role, deployment_config(canary, list(alarm_names)), log)
+    canary.check()
+    sm, cloudwatch = boto_session.client("sagemaker"), boto_session.client("cloudwatch")
+    package = _package(sm, package_arn)
+    live = _live(sm, endpoint_name)
+    if live.serverless:
+        log(f"{endpoint_name} is a serverless endpoint: deployment guardrails apply to real-time and asynchronous "
+            f"endpoints only ({GUARDRAILS_PAGE}), so this update switches all traffic at once, with no bake and no "
+            f"automatic rollback; watch the stack's alarms and run `rollback` if the new model misbehaves")
+        result = _switch(sm, endpoint_name, package, role, live, None, log)
+        return {**result, "guardrails": None}
+    # Refused before anything is made: a canary the fleet cannot hold, an alarm firing (the new fleet's too, from an
+    # earlier attempt at this version) or blind to the bake.
+    routing = traffic_routing(canary, live.instance_count)
+    config_name = version_config_name(endpoint_name, package)
+    fleet = rollback_alarms.fleet_alarm_names(config_name)
+    rollback_alarms.check(cloudwatch, list(alarm_names) + fleet, canary.bake_seconds, not_made_yet=fleet)
+    fleet = rollback_alarms.put_fleet_alarms(cloudwatch, endpoint_name, config_name, VARIANT_NAME,
+                                             canary.max_latency_ms)
+    alarms = list(alarm_names) + fleet
+    rollback_alarms.check(cloudwatch, fleet, canary.bake_seconds)  # as made: their windows fit the bake
+    log(f"{routing['Type'].lower().replace('_', ' ')} on {live.instance_count} instance(s), then a "
+        f"{canary.bake_seconds // 60}-minute bake watched by {', '.join(alarms)}")
+    result = _switch(sm, endpoint_name, package, role, live,
+                     deployment_config(canary, alarms, live.instance_count), log)
+    return {**result, "guardrails": {"traffic": routing["Type"], "rollback_alarms": alarms}}
 
 
 def live_container(sm, endpoint_name: str) -> dict:
@@ -207,7 +304,9 @@ def rollback(endpoint_name: str, role: str, boto_session, log: Callable[[str], N
     if not earlier:
         raise LaunchError(f"no Approved version of {group_name(endpoint_name)} before the live one to roll back to")
     target = sm.describe_model_package(ModelPackageName=earlier[0]["ModelPackageArn"])
-    result = _switch(sm, endpoint_name, target, role, deployment_config(None, []), log)
+    live = _live(sm, endpoint_name)
+    result = _switch(sm, endpoint_name, target, role, live, None if live.serverless else deployment_config(None, []),
+                     log)
     if current:
         sm.update_model_package(ModelPackageArn=current, ModelApprovalStatus="Rejected",
                                 ApprovalDescription=f"rolled back from {endpoint_name}")

@@ -1,7 +1,8 @@
 """Delete everything `deploy` and `monitor` created for an endpoint, and report each deletion.
 
 Order matters: monitoring schedules first (their job definitions are locked while a schedule
-exists), then the scaling policy and target, then the endpoint, its config and its model(s).
+exists), then the scaling policy and target, then the endpoint, its config and its model(s), and the rollback
+alarms updates made for its versions.
 What teardown does not delete (S3 data, log groups) is listed at the end with the command that
 removes it: it stays stored, and billed, until someone does.
 """
@@ -15,6 +16,7 @@ import time
 from botocore.exceptions import ClientError
 
 from .deploy import SCALABLE_DIMENSION, VARIANT_NAME, resource_id
+from .rollback_alarms import delete_fleet_alarms
 
 _JOB_DEFINITION_DELETERS = {
     "DataQuality": "delete_data_quality_job_definition",
@@ -158,6 +160,7 @@ def teardown(endpoint_name: str, boto_session, poll_seconds: float = 10.0, out=N
             if not _missing(exc):
                 raise
     _delete_versions(sm, endpoint_name, report)
+    delete_fleet_alarms(boto_session.client("cloudwatch"), endpoint_name, report)
     if not deleted:
         print(f"nothing found for endpoint {endpoint_name}", file=stream)
         return deleted

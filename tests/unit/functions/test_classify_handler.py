@@ -181,6 +181,18 @@ def test_transport_failures_are_endpoint_unavailable(classify, monkeypatch, lamb
         classify.lambda_handler(state(), lambda_context)
 
 
+def test_an_answer_slower_than_the_read_timeout_says_so(classify, monkeypatch, lambda_context):
+    """A serverless endpoint's cold start can outlast the read timeout: the attempt is retried by the state
+    machine (EndpointUnavailableError), and the record's detail says what happened."""
+    def slow(**_kwargs):
+        raise ReadTimeoutError(endpoint_url="https://runtime.sagemaker.us-east-1.amazonaws.com")
+
+    monkeypatch.setattr(classify.runtime_client(), "invoke_endpoint", slow)
+    timeout = classify.runtime_client().meta.config.read_timeout
+    with pytest.raises(classify.EndpointUnavailableError, match=f"did not answer within {timeout} s .*cold start"):
+        classify.lambda_handler(state(), lambda_context)
+
+
 def test_refused_connection_through_the_standard_endpoint_setting(load_function, lambda_context):
     # The local twin points the SDK at its server with AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME;
     # nothing listening there must read as "endpoint down", which the state machine retries.

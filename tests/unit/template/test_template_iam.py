@@ -170,18 +170,18 @@ REVIEW_ACTIONS = {
     "delete_message": "sqs:DeleteMessage", "get_queue_attributes": "sqs:GetQueueAttributes",
     "get_item": "dynamodb:GetItem", "update_item": "dynamodb:UpdateItem", "get_object": "s3:GetObject",
     "put_object": "s3:PutObject", "put_events": "events:PutEvents", "put_metric_data": "cloudwatch:PutMetricData",
-    "describe_stacks": "cloudformation:DescribeStacks",
+    "describe_stacks": "cloudformation:DescribeStacks", "send_message": "sqs:SendMessage", "scan": "dynamodb:Scan",
 }
 CLIENT_NAMES = {"_sqs", "_dynamodb", "_s3", "_events", "_cloudwatch", "s3", "sqs"}
 
 
 def _review_page_calls(repo) -> set[str]:
-    """Client methods called by the page's modules (not requeue's or read_manifest's: operator and training
-    tools, run with the operator's own permissions)."""
+    """Client methods called by the page's modules and by requeue, which the README and the review dead-letter
+    alarm give reviewers (not read_manifest's: a training tool, run with the operator's own permissions)."""
     import ast
 
     calls = set()
-    for name in ("waiting.py", "decisions.py", "ground_truth.py", "page.py"):
+    for name in ("waiting.py", "decisions.py", "ground_truth.py", "page.py", "requeue.py"):
         tree = ast.parse((repo / "review" / name).read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef) and node.name == "read_manifest":
@@ -192,6 +192,8 @@ def _review_page_calls(repo) -> set[str]:
                 owner_name = owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", "")
                 if owner_name in CLIENT_NAMES:
                     calls.add(node.func.attr)
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "scan_results":
+                calls.add("scan")  # client.results.scan_results pages through a Scan
     return calls | {"describe_stacks"}  # client.target.stack finds the stack's outputs
 
 
@@ -205,7 +207,9 @@ def test_reviewer_policy_grants_exactly_what_the_review_page_calls(stack, repo):
     assert granted == {REVIEW_ACTIONS[c] for c in calls} | {"s3:ListBucket"}
     by_action = {action: statement for statement in policy for action in _as_list(statement["Action"])}
     assert by_action["sqs:DeleteMessage"]["Resource"] == stack.get_att("ReviewQueue", "Arn")
+    assert by_action["sqs:SendMessage"]["Resource"] == stack.get_att("ReviewQueue", "Arn")
     assert by_action["dynamodb:UpdateItem"]["Resource"] == stack.get_att("ResultsTable", "Arn")
+    assert by_action["dynamodb:Scan"]["Resource"] == stack.get_att("ResultsTable", "Arn")
     assert by_action["s3:GetObject"]["Resource"] == f"{stack.get_att('IntakeBucket', 'Arn')}/*"
     assert by_action["s3:PutObject"]["Resource"] == f"{stack.get_att('GroundTruthBucket', 'Arn')}/*"
     assert by_action["cloudformation:DescribeStacks"]["Resource"] == stack.resolve({"Ref": "AWS::StackId"})

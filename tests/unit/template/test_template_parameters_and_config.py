@@ -29,6 +29,19 @@ def test_the_twin_rejects_what_cloudformation_rejects(load_stack, overrides, mes
     assert str(raised.value).startswith(message)
 
 
+def test_every_alarm_window_fits_cloudwatchs_limit(raw_template, load_stack):
+    """PutMetricAlarm refuses Period x EvaluationPeriods over one day for a period under an hour, over seven days
+    otherwise: every allowed AlarmPeriodSeconds with the largest AlarmEvaluationPeriods stays inside, and the
+    twin (as CloudFormation) refuses a larger count before any alarm is made."""
+    periods = raw_template["Parameters"]["AlarmPeriodSeconds"]["AllowedValues"]
+    largest = raw_template["Parameters"]["AlarmEvaluationPeriods"]["MaxValue"]
+    for period in periods:
+        assert period * largest <= (86_400 if period < 3600 else 604_800), period
+    with pytest.raises(TemplateError, match="AlarmEvaluationPeriods' must be a number not greater than"):
+        load_stack(AlarmEvaluationPeriods=str(largest + 1))
+    load_stack(AlarmEvaluationPeriods=str(largest), AlarmPeriodSeconds=str(max(p for p in periods if p < 3600)))
+
+
 def test_values_cloudformation_accepts_load(load_stack):
     stack = load_stack(ConfidenceThreshold="1", EndpointName="a" * 63, AlarmPeriodSeconds="60", WorkflowType="STANDARD")
     assert stack.parameters["ConfidenceThreshold"] == "1"

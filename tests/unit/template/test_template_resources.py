@@ -76,6 +76,18 @@ def test_every_function_setting_is_read_by_its_code(stack, function_sources):
         assert not unread, f"{lid} sets {sorted(unread)} but its code never reads them"
 
 
+def test_the_classify_timeout_covers_its_endpoint_call_as_the_template_says(repo, raw_template):
+    """The client's timeouts, the function's Timeout above them, and the template's comment on them agree."""
+    code = (repo / "functions" / "classify" / "app.py").read_text()
+    connect, read = map(int, re.search(r"CONNECT_TIMEOUT_S, READ_TIMEOUT_S = (\d+), (\d+)", code).groups())
+    timeout = raw_template["Resources"]["ClassifyImageFunction"]["Properties"]["Timeout"]
+    assert connect + read < timeout
+    text = (repo / "template.yaml").read_text()
+    block = text[text.index("  ClassifyImageFunction:"):text.index("  FilterInferenceFunction:")]
+    stated = re.findall(r"(\d+) s (connect|read)", block)
+    assert sorted(stated) == sorted([(str(connect), "connect"), (str(read), "read")]), stated
+
+
 def test_parameters_reach_the_functions(stack, defaults):
     assert stack.properties("ClassifyImageFunction")["Environment"]["Variables"]["ENDPOINT_NAME"] == "my-endpoint"
     assert stack.properties("ClassifyImageFunction")["Environment"]["Variables"]["CLASS_NAMES"] == defaults["ClassNames"]
@@ -149,9 +161,21 @@ def test_rule_retries_and_keeps_undeliverable_uploads(stack):
     # EventBridge can only park an event there if the queue policy lets it send.
     policy = stack.properties("RuleDeadLetterQueuePolicy")
     assert stack.ref("RuleDeadLetterQueue") in policy["Queues"]
-    assert any(s["Effect"] == "Allow" and s["Principal"] == {"Service": "events.amazonaws.com"}
-               and s["Action"] in ("sqs:SendMessage", ["sqs:SendMessage"]) and s["Resource"] in (dlq_arn, [dlq_arn])
-               for s in policy["PolicyDocument"]["Statement"]), policy
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Allow" and statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Action"] in ("sqs:SendMessage", ["sqs:SendMessage"]) and statement["Resource"] in (dlq_arn, [dlq_arn])
+    # ... and only for this rule: no other rule of the account may fill it.
+    rule_lid, _ = _upload_rule(stack)
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": stack.get_att(rule_lid, "Arn")}}
+
+
+# ------------------------------------------------------------------ what outlives the stack
+@pytest.mark.parametrize("logical_id", ["ResultsTable", "GroundTruthBucket"])
+def test_peoples_decisions_outlive_the_stack(raw_template, logical_id):
+    """The results table holds the reviewers' decisions, the ground-truth bucket their labels: `sam delete` and a
+    replacement keep both (CloudFormation deletes a table whose DeletionPolicy is not Retain)."""
+    resource = raw_template["Resources"][logical_id]
+    assert resource.get("DeletionPolicy") == "Retain" and resource.get("UpdateReplacePolicy") == "Retain"
 
 
 # ------------------------------------------------------------------ outputs

@@ -35,9 +35,29 @@ def test_every_substitution_is_used(machine):
     assert not unused, f"DefinitionSubstitutions {sorted(unused)} are used nowhere in the definition"
 
 
+def test_the_definition_takes_the_stacks_partition(machine, raw_template, repo):
+    """No literal "arn:aws:" in the definition: in aws-cn or aws-us-gov every task's integration ARN and every
+    ARN substituted into it are in that partition, as CloudFormation deploys the stack there."""
+    props, text, definition = machine
+    assert "arn:aws" not in text
+    integrations = {state["Resource"] for state in definition["States"].values() if state["Type"] == "Task"}
+    for placeholder in integrations:
+        (name,) = PLACEHOLDER.fullmatch(placeholder).groups()
+        assert props["DefinitionSubstitutions"][name]["Fn::Sub"].startswith("arn:${AWS::Partition}:states:::"), name
+    from local.template import Stack, state_machine_definition
+
+    china = Stack.load(repo / "template.yaml", name="test-stack", region="cn-north-1", partition="aws-cn",
+                       parameters={"EndpointName": "my-endpoint"})
+    definition = json.loads(state_machine_definition(china, "ClassifierStateMachine"))
+    tasks = {name: state for name, state in definition["States"].items() if state["Type"] == "Task"}
+    assert tasks and all(state["Resource"].startswith("arn:aws-cn:states:::") for state in tasks.values())
+    functions = {state["Parameters"]["FunctionName"] for state in tasks.values() if "FunctionName" in state["Parameters"]}
+    assert functions and all(arn.startswith("arn:aws-cn:lambda:cn-north-1:") for arn in functions)
+
+
 def _lambda_tasks(definition):
     for name, state in definition["States"].items():
-        if state["Type"] == "Task" and state["Resource"] == "arn:aws:states:::lambda:invoke":
+        if state["Type"] == "Task" and state["Resource"] == "${LambdaInvoke}":
             yield name, state
 
 
@@ -79,7 +99,7 @@ def test_every_failing_task_ends_in_a_failed_record(machine):
     """The definition's promise: an upload never vanishes; each failure leaves a "failed" item in the table."""
     _, _, definition = machine
     states = definition["States"]
-    record = "arn:aws:states:::dynamodb:putItem"
+    record = "${DynamoDBPutItem}"
     for name, state in states.items():
         if state["Type"] != "Task" or state["Resource"] == record or name == "SendToRecordDeadLetter":
             continue
@@ -116,10 +136,10 @@ def test_transient_service_errors_are_retried(machine):
     _, _, definition = machine
     for name, state in definition["States"].items():
         retried = {e for rule in state.get("Retry", []) for e in rule["ErrorEquals"]}
-        if state.get("Resource") == "arn:aws:states:::lambda:invoke":
+        if state.get("Resource") == "${LambdaInvoke}":
             assert {"Lambda.ClientExecutionTimeoutException", "Lambda.ServiceException", "Lambda.AWSLambdaException",
                     "Lambda.SdkClientException", "Lambda.TooManyRequestsException"} <= retried, name
-        if state.get("Resource") == "arn:aws:states:::events:putEvents":
+        if state.get("Resource") == "${EventBridgePutEvents}":
             # A PutEvents entry the bus refused fails the task with EventBridge.FailedEntry.
             assert "EventBridge.FailedEntry" in retried, name
 
@@ -128,7 +148,7 @@ def test_an_outcome_that_cannot_be_written_goes_to_the_record_dead_letter_queue(
     """Never nowhere: a record state that still fails after its retries hands the execution to a queue."""
     props, _, definition = machine
     states = definition["States"]
-    records = [n for n, s in states.items() if s.get("Resource") == "arn:aws:states:::dynamodb:putItem"]
+    records = [n for n, s in states.items() if s.get("Resource") == "${DynamoDBPutItem}"]
     assert len(records) == 3
     for name in records:
         assert any("DynamoDB.ThrottlingException" in r["ErrorEquals"] for r in states[name]["Retry"]), name
@@ -137,7 +157,7 @@ def test_an_outcome_that_cannot_be_written_goes_to_the_record_dead_letter_queue(
             {"ErrorEquals": ["DynamoDB.ConditionalCheckFailedException"], "ResultPath": None, "Next": "Superseded"},
             {"ErrorEquals": ["States.ALL"], "ResultPath": "$.record_error", "Next": "SendToRecordDeadLetter"}], name
     send = states["SendToRecordDeadLetter"]
-    assert send["Resource"] == "arn:aws:states:::sqs:sendMessage"
+    assert send["Resource"] == "${SQSSendMessage}"
     assert send["Parameters"]["QueueUrl"] == "${RecordDeadLetterQueueUrl}"
     assert props["DefinitionSubstitutions"]["RecordDeadLetterQueueUrl"] == {"Ref": "RecordDeadLetterQueue"}
     assert send["Parameters"]["MessageBody"]["execution_input.$"] == "$$.Execution.Input"
@@ -173,7 +193,7 @@ def test_nothing_is_dispatched_or_sent_to_review_before_the_record_is_written(ma
     a notification that then fails turns the record into a failed one. Consumers get the upload's sequencer."""
     _, _, definition = machine
     states = definition["States"]
-    notify = "arn:aws:states:::events:putEvents", "arn:aws:states:::sqs:sendMessage"
+    notify = "${EventBridgePutEvents}", "${SQSSendMessage}"
     for record, notification in (("RecordClassified", "PublishClassified"), ("RecordNeedsReview", "SendToReview")):
         assert states[record]["Next"] == notification
         assert states[notification]["Resource"] in notify
@@ -230,15 +250,19 @@ def test_a_failure_before_serialize_answered_is_recorded_under_the_decoded_key(m
                            "IsKeyDecoded", "DecodeKey"}
 
 
-def test_a_record_is_written_only_over_an_older_upload_of_its_key(machine):
-    """Executions of one key finish in any order; the record keeps the newest upload (S3's sequencer)."""
+def test_a_record_is_written_only_over_an_older_upload_of_its_key(machine, repo):
+    """Executions of one key finish in any order; the record keeps the newest upload (S3's sequencer). The same
+    upload may rewrite its own record (a re-drive, an event delivered twice) until a person has decided it."""
     _, _, definition = machine
     states = definition["States"]
     for name in ("RecordClassified", "RecordNeedsReview", "RecordFailed"):
         params = states[name]["Parameters"]
         assert params["Item"]["sequencer"] == {"S.$": "$.upload.sequencer"}, name
         assert params["Item"]["upload"] == {"S.$": "States.JsonToString($.upload)"}, name
-        assert params["ConditionExpression"] == "attribute_not_exists(#sequencer) OR #sequencer <= :sequencer", name
+        assert params["ConditionExpression"] == (
+            "attribute_not_exists(#sequencer) OR #sequencer < :sequencer"
+            " OR (#sequencer = :sequencer AND attribute_not_exists(#decided_at))"), name
+        assert params["ExpressionAttributeNames"] == {"#sequencer": "sequencer", "#decided_at": "decided_at"}, name
         assert params["ExpressionAttributeValues"] == {":sequencer": {"S.$": "$.upload.sequencer"}}, name
         # a condition failure is not a fault to retry
         assert not any("DynamoDB.ConditionalCheckFailedException" in r["ErrorEquals"] for r in states[name]["Retry"])
@@ -249,3 +273,5 @@ def test_a_record_is_written_only_over_an_older_upload_of_its_key(machine):
     assert states["FromRedriveInput"]["Parameters"]["upload.$"] == "$.upload"
     assert states["FromDirectInput"]["Parameters"]["upload"] == {"sequencer": "0"}
     assert states["Superseded"]["Type"] == "Pass" and states["Superseded"]["End"] is True
+    # the attribute the review page sets when a person decides
+    assert "decided_at = :at" in (repo / "review" / "decisions.py").read_text()

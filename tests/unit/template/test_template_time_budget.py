@@ -14,7 +14,7 @@ import pytest
 
 EXPRESS_LIMIT_S = 300
 BUDGET_S = 240  # a fifth of the limit left for transitions, queueing and clock skew
-LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
+LAMBDA_INVOKE = "${LambdaInvoke}"
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 import pytest
 from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ClientError
 from moto import mock_aws
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
@@ -505,6 +506,30 @@ def test_monitor_runs_a_baseline_on_validation_outputs_then_an_hourly_schedule(a
     assert config["ScheduleConfig"]["ScheduleExpression"] == "cron(0 * ? * * *)"
     assert config["MonitoringJobDefinitionName"] == definition["JobDefinitionName"]
     assert config["MonitoringType"] == "DataQuality"
+
+
+def test_monitor_says_model_monitor_is_closed_to_new_customers_and_where_to_go(aws, tmp_path, capsys):
+    """It keeps working for accounts that have Model Monitor; everyone is told, and a refusal points to the drift
+    report over the endpoint's data capture, in one line."""
+    help_text = subprocess.run([sys.executable, "-m", "training", "sagemaker", "monitor", "--help"], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout
+    assert "no longer open to new customers" in " ".join(help_text.split())
+    assert "python -m monitoring" in " ".join(help_text.split())
+
+    model_dir = write_tiny_model(tmp_path / "model")
+    args = ["monitor", "--endpoint-name", "closed-ep", "--s3-uri", f"s3://{BUCKET}/scones", "--model-dir",
+            str(model_dir), "--staged", str(_staged(tmp_path)), "--no-wait"]
+    assert main(args, boto_session=aws.session) == 0  # an account that has it: the baseline job starts
+    assert "no longer open to new customers" in capsys.readouterr().err
+
+    def refuse(**_):  # as AWS answers an account the service is not open to
+        raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "not authorized"}}, "CreateProcessingJob")
+
+    aws.session.events.register("before-call.sagemaker.CreateProcessingJob", refuse)
+    assert main(args, boto_session=aws.session) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("error: AWS refused: An error occurred (AccessDeniedException)")
+    assert "python -m monitoring --capture" in err[-1]
 
 
 def test_monitor_without_waiting_starts_only_the_baseline(aws, tmp_path, capsys):
