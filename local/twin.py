@@ -66,7 +66,7 @@ class TwinSettings:
     lambda_concurrency: int = 2
     # The API's functions mostly wait (a GET with ?wait= holds its worker up to 20 s, as it holds a Lambda
     # execution environment): more workers each, so one caller's long poll does not queue everyone else's.
-    api_function_concurrency: int = 6
+    api_function_concurrency: int = 4
 
 
 def free_port() -> int:

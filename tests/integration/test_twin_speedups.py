@@ -1,5 +1,5 @@
 """local/moto_speedups.py reaches into moto's Step Functions engine: these tests fail loudly when a moto
-upgrade moves or changes what its three patches rely on, and show each patch doing its job in the twin."""
+upgrade moves or changes what its patches rely on, and show each patch doing its job in the twin."""
 
 from __future__ import annotations
 
@@ -50,14 +50,16 @@ def test_definitions_with_map_or_parallel_states_are_parsed_every_time():
 
 
 def test_install_and_uninstall_restore_moto(twin):
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
     from moto.sqs.models import SQSBackend
     from werkzeug.serving import WSGIRequestHandler
 
     modules = [importlib.import_module(n) for n in (PARSER_MODULE, JSON_PATH_MODULE, *CLIENT_MODULES)]
-    before = [dict(vars(m)) for m in modules] + [dict(vars(SQSBackend)), dict(vars(WSGIRequestHandler))]
+    classes = [SQSBackend, WSGIRequestHandler, DomainDispatcherApplication]
+    before = [dict(vars(m)) for m in modules] + [dict(vars(c)) for c in classes]
     speedups = MotoSpeedups().install()
     speedups.uninstall()
-    assert [dict(vars(m)) for m in modules] + [dict(vars(SQSBackend)), dict(vars(WSGIRequestHandler))] == before
+    assert [dict(vars(m)) for m in modules] + [dict(vars(c)) for c in classes] == before
 
 
 def test_the_twin_parses_its_state_machine_once_and_reuses_clients(twin):
@@ -109,3 +111,18 @@ def test_the_emulator_keeps_connections_alive(twin):
             response.read()
     finally:
         connection.close()
+
+
+def test_the_service_of_a_host_is_found_once_and_is_the_one_moto_finds(twin):
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    cached = DomainDispatcherApplication.get_backend_for_host
+    assert hasattr(cached, "cache_info"), "the twin no longer memoizes moto's host -> service lookup"
+    dispatcher = DomainDispatcherApplication(create_backend_app)
+    original = cached.__wrapped__
+    for host in ("dynamodb.us-east-1.amazonaws.com", "s3.amazonaws.com", "cognito-idp.us-east-1.amazonaws.com",
+                 "apigateway.us-east-1.amazonaws.com", "sqs.us-east-1.amazonaws.com", "nothing.example"):
+        assert cached(dispatcher, host) == original(dispatcher, host), host
+    hits = cached.cache_info().hits
+    cached(dispatcher, "s3.amazonaws.com")
+    assert cached.cache_info().hits == hits + 1
