@@ -115,8 +115,13 @@ def _role(iam, name: str, props: dict[str, Any]) -> None:
 
 
 def _bucket(s3, name: str, props: dict[str, Any]) -> None:
-    # Encryption, public-access block and policies change nothing on a loopback emulator: not emulated.
+    # Encryption, public-access block and policies change nothing on a loopback emulator: not emulated; CORS is.
     s3.create_bucket(Bucket=name)
+    if props.get("CorsConfiguration"):
+        # CloudFormation's CorsRules, Id and MaxAge are the API's CORSRules, ID and MaxAgeSeconds.
+        names = {"Id": "ID", "MaxAge": "MaxAgeSeconds"}
+        rules = [{names.get(k, k): v for k, v in rule.items()} for rule in props["CorsConfiguration"]["CorsRules"]]
+        s3.put_bucket_cors(Bucket=name, CORSConfiguration={"CORSRules": rules})
     if props.get("NotificationConfiguration", {}).get("EventBridgeConfiguration", {}).get("EventBridgeEnabled"):
         s3.put_bucket_notification_configuration(
             Bucket=name, NotificationConfiguration={"EventBridgeConfiguration": {}})

@@ -69,8 +69,10 @@ def describe(photo: dict[str, Any], record: dict[str, Any] | None, now: float) -
         answer.update(decided_by="person", reviewer=record.get("reviewer"), decided_at=record.get("decided_at"))
     elif outcome in ("classified", "failed"):
         answer["decided_by"] = "model" if outcome == "classified" else "pipeline"
-    if outcome == "failed" or (human == "unusable"):
-        answer.update(state="failed", reason=record.get("reason") or "RejectedByReviewer")
+    if outcome == "failed":
+        answer.update(state="failed", reason=record.get("reason"))
+    elif human == "unusable":
+        answer.update(state="failed", reason="RejectedByReviewer")
     elif human:
         answer.update(state="classified", label=human)
     elif outcome == "needs_review":
@@ -96,6 +98,14 @@ def read_state(photo: dict[str, Any]) -> dict[str, Any]:
 
 def etag_of(state: dict[str, Any]) -> str:
     return '"' + hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:32] + '"'
+
+
+def matches(if_none_match: str | None, etag: str) -> bool:
+    """HTTP's If-None-Match: ``*``, or a list of entity tags compared weakly (W/ ignored)."""
+    if not if_none_match:
+        return False
+    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+    return "*" in tags or etag in tags
 
 
 def wait_seconds_of(query: dict[str, str] | None) -> float:
@@ -124,14 +134,20 @@ def photo_status(photo_id: str) -> Response:
     while True:
         state = read_state(photo)
         etag = etag_of(state)
-        changed = etag != known if known else state["state"] != "pending"
+        changed = not matches(known, etag) if known else state["state"] != "pending"
         if changed or time.monotonic() + POLL_SECONDS > deadline:
             break
         time.sleep(POLL_SECONDS)
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
-    if known and known == etag:
+    if matches(known, etag):
         return Response(status_code=304, headers=headers, body="")
     return Response(status_code=200, content_type=content_types.APPLICATION_JSON, headers=headers, body=state)
+
+
+@app.not_found
+def _no_such_route(_: Exception) -> Response:
+    # A path API Gateway routed here that is no photo id Powertools can match (e.g. one with a backslash).
+    return error_response(ApiError(404, "NotFound", "no such photo: ids are 32 lower-case hexadecimal characters"))
 
 
 @logger.inject_lambda_context(clear_state=True)

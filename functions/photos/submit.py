@@ -142,6 +142,11 @@ def submit_photo() -> Response:
                     headers={"Location": result_url}, body={**photo, "result_url": result_url})
 
 
+@app.not_found
+def _no_such_route(_: Exception) -> Response:
+    return error_response(ApiError(404, "NotFound", "no such route: POST /photos"))
+
+
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     idempotency.register_lambda_context(context)

@@ -4,8 +4,8 @@ moto's cognito-idp keeps the pool, its resource servers and app clients (so a cl
 ``aws cognito-idp create-user-pool-client`` works at once) and serves the pool's JWKS; it has no token endpoint.
 This one authenticates the client with its secret (HTTP Basic, or client_id and client_secret in the form), checks
 the grant and scopes against the client's settings, and issues an RS256 access token signed with the pool's key,
-with the claims Cognito puts in a client-credentials token (docs/api.md). Errors are Cognito's: JSON
-``{"error": ...}`` with 400, or 401 for a client that fails authentication.
+with the claims Cognito puts in a client-credentials token (docs/api.md). Errors are as Cognito documents
+them: JSON ``{"error": ...}`` with 400, an unknown client or a wrong secret included (``invalid_client``).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class TokenEndpoint:
         client_id, secret = self._client_credentials(request)
         client = self._client(client_id)
         if client.get("ClientSecret") is None or secret != client["ClientSecret"]:
-            raise TokenError("invalid_client", 401)
+            raise TokenError("invalid_client")
         if not grant:
             raise TokenError("invalid_request")
         if grant != "client_credentials":
@@ -90,16 +90,16 @@ class TokenEndpoint:
             try:
                 decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
             except (binascii.Error, UnicodeDecodeError):
-                raise TokenError("invalid_client", 401) from None
+                raise TokenError("invalid_client") from None
             client_id, _, secret = decoded.partition(":")
             return unquote_plus(client_id), unquote_plus(secret)
         client_id = request.form.get("client_id")
         if not client_id:
-            raise TokenError("invalid_client", 401)
+            raise TokenError("invalid_client")
         return client_id, request.form.get("client_secret")
 
     def _client(self, client_id: str) -> dict[str, Any]:
         try:
             return self._cognito.describe_user_pool_client(UserPoolId=self._pool_id, ClientId=client_id)["UserPoolClient"]
         except ClientError:
-            raise TokenError("invalid_client", 401) from None
+            raise TokenError("invalid_client") from None

@@ -212,7 +212,7 @@ def test_a_client_created_by_hand_gets_tokens_at_once_but_the_api_admits_it_only
 
 
 @pytest.mark.parametrize("form, auth, status, error", [
-    ({"grant_type": "client_credentials"}, ("nobody", "wrong"), 401, "invalid_client"),
+    ({"grant_type": "client_credentials"}, ("nobody", "wrong"), 400, "invalid_client"),
     ({"grant_type": "password"}, None, 400, "unsupported_grant_type"),
     ({"grant_type": "client_credentials", "scope": "vehicle-classifier/reviews.decide"}, None, 400, "invalid_scope"),
     ({}, None, 400, "invalid_request"),
@@ -223,7 +223,7 @@ def test_the_token_endpoint_refuses_as_cognito_does(twin, team_a, form, auth, st
 
 
 def test_a_wrong_secret_is_invalid_client(twin, team_a):
-    assert token(twin, team_a["id"], team_a["secret"] + "x").status_code == 401
+    assert token(twin, team_a["id"], team_a["secret"] + "x").json() == {"error": "invalid_client"}
 
 
 # ------------------------------------------------------------------ requests the API refuses

@@ -44,3 +44,9 @@ def test_cors_allows_only_the_configured_origin(twin):
     assert "POST" in allowed.headers["Access-Control-Allow-Methods"]
     other = requests.options(url, headers={**preflight, "Origin": "https://evil.example"}, timeout=10)
     assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_the_allowed_origin_may_also_upload_from_a_browser(twin):
+    rules = twin.client("s3").get_bucket_cors(Bucket=twin.outputs["IntakeBucketName"])["CORSRules"]
+    assert rules == [{"AllowedOrigins": ["https://app.example.com"], "AllowedMethods": ["POST"], "AllowedHeaders": ["*"],
+                      "MaxAgeSeconds": 600}]

@@ -176,7 +176,9 @@ def test_each_outcome_reads_as_its_state_and_who_decided(submit, status, aws, lo
 def test_another_callers_photo_and_malformed_ids_are_404(submit, status, load_event):
     _, photo, _ = post(submit, load_event, {"content_type": "image/png"})
     assert get(status, load_event, photo["id"], owner=OWNER_B)[0] == 404
-    assert get(status, load_event, "../../etc/passwd")[0] == 404
+    for odd in ("../../etc/passwd", "a\\b", "id with spaces"):
+        code, body, _ = get(status, load_event, odd)
+        assert (code, body["error"]) == (404, "NotFound"), odd
     assert get(status, load_event, photo["id"].upper())[0] == 404
 
 
@@ -200,3 +202,11 @@ def test_an_upload_never_made_reads_expired_after_the_pipelines_time_budget(stat
     deadline = status._epoch(photo["upload_expires_at"])
     assert status.describe(photo, None, deadline + 60)["state"] == "pending"
     assert status.describe(photo, None, deadline + status.EXPIRED_AFTER_SECONDS + 1)["state"] == "expired"
+
+
+def test_if_none_match_takes_lists_weak_tags_and_star(submit, status, load_event):
+    _, photo, _ = post(submit, load_event, {"content_type": "image/png"})
+    etag = get(status, load_event, photo["id"])[2]["ETag"]
+    for header in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+        assert get(status, load_event, photo["id"], headers={"if-none-match": header})[0] == 304, header
+    assert get(status, load_event, photo["id"], headers={"if-none-match": '"other"'})[0] == 200
