@@ -31,7 +31,7 @@ help:
 	@echo "On this machine (no AWS account, no Docker):"
 	@echo "  make demo        the whole flow on the local twin, 24 sample photos (main job)"
 	@echo "  make demo-drift  the demo on darkened copies: the drift report detects it"
-	@echo "  make local       run the twin until Ctrl-C (PORT, ENDPOINT_PORT, API_PORT, AUTH_PORT)"
+	@echo "  make local       run the twin until Ctrl-C (*PORT variables move its ports)"
 	@echo "  make submit PHOTO=file-or-folder   upload to the twin (or STACK=name), wait"
 	@echo "  make results     every recorded outcome (of the twin, or STACK=name)"
 	@echo "  make review      the review page for uncertain photos (twin, or STACK=name)"
