@@ -9,7 +9,6 @@ photo while its upload URL is valid (Powertools' idempotency, records in IDEMPOT
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from datetime import datetime, timezone
@@ -24,6 +23,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError, IdempotencyValidationError)
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from photos import ACCEPTED_TYPES, ApiError, base_url, caller_of, env_int, env_str, error_response, photo_key
 
@@ -56,6 +56,25 @@ def _api_error(exc: ApiError) -> Response:
     return error_response(exc)
 
 
+class PhotoRequest(BaseModel):
+    """The body of POST /photos (docs/openapi.yaml): nothing but the photo's media type."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    content_type: str = Field(min_length=1, max_length=100)
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in error["loc"]) or "the body"
+    if error["type"] == "extra_forbidden":
+        return f"unknown field {where!r}; the body is {{\"content_type\": ...}}"
+    if error["type"] == "json_invalid":
+        return "the request body is not valid JSON"
+    if error["type"] == "model_type":
+        return "the request body must be a JSON object"
+    return f"{where}: {error['msg']} (one of {', '.join(ACCEPTED_TYPES)})"
+
+
 def parse_request(headers: dict[str, str], raw_body: str | None) -> str:
     """The requested content type, or the ApiError that says what is wrong with the request."""
     media_type = headers.get("content-type", "").split(";")[0].strip().lower()
@@ -66,21 +85,14 @@ def parse_request(headers: dict[str, str], raw_body: str | None) -> str:
         raise ApiError(413, "PayloadTooLarge", f"the request body is over {MAX_BODY_BYTES} bytes; "
                        "send {\"content_type\": ...} and upload the photo to the URL this answers with")
     try:
-        request = json.loads(body)
-    except ValueError:
-        raise ApiError(400, "MalformedRequest", "the request body is not valid JSON") from None
-    if not isinstance(request, dict):
-        raise ApiError(400, "MalformedRequest", "the request body must be a JSON object")
-    unknown = sorted(set(request) - {"content_type"})
-    if unknown:
-        raise ApiError(400, "MalformedRequest", f"unknown field {unknown[0]!r}; the body is {{\"content_type\": ...}}")
-    content_type = request.get("content_type")
-    if not isinstance(content_type, str) or not content_type:
-        raise ApiError(400, "MalformedRequest", "content_type is required: one of " + ", ".join(ACCEPTED_TYPES))
-    if content_type.lower() not in ACCEPTED_TYPES:
+        request = PhotoRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise ApiError(400, "MalformedRequest", _first_problem(exc)) from None
+    content_type = request.content_type.lower()
+    if content_type not in ACCEPTED_TYPES:
         raise ApiError(415, "UnsupportedImageType",
-                       f"content_type {content_type[:60]!r} is not accepted: one of " + ", ".join(ACCEPTED_TYPES))
-    return content_type.lower()
+                       f"content_type {request.content_type[:60]!r} is not accepted: one of " + ", ".join(ACCEPTED_TYPES))
+    return content_type
 
 
 def idempotency_key_of(headers: dict[str, str]) -> str | None:
