@@ -107,21 +107,28 @@ def _drive(url: str, bucket: str, table: str, keys: list[str], threads: int, tim
 def burst(twin: Twin, uploads: int, threads: int = 8, prefix: str = "bench", timeout_s: float = 600) -> Burst:
     """``uploads`` photos from ``threads`` client threads in another process at once; waits for every record."""
     keys = [f"{prefix}/{uploads}-{i:05d}.png" for i in range(uploads)]
+    burst_, _ = _measure(twin, uploads, _drive, (twin.url, twin.outputs["IntakeBucketName"],
+                                                 twin.outputs["ResultsTableName"], keys, threads, timeout_s))
+    return burst_
+
+
+def _measure(twin: Twin, count: int, drive, args: tuple) -> tuple[Burst, tuple]:
+    """Run ``drive(*args, answers)`` in a client process of its own, with the twin's CPU time measured around it;
+    the Burst from the (sent, seen) times it answers, and whatever else it answered."""
     receive, send = multiprocessing.get_context("spawn").Pipe(duplex=False)
-    client = multiprocessing.get_context("spawn").Process(target=_drive, name="twin-benchmark-client", args=(
-        twin.url, twin.outputs["IntakeBucketName"], twin.outputs["ResultsTableName"], keys, threads, timeout_s, send))
+    client = multiprocessing.get_context("spawn").Process(target=drive, name="twin-benchmark-client", args=(*args, send))
     cpu_before, started = twin_cpu_seconds(twin), time.monotonic()
     client.start()
     try:
         while not receive.poll(0.5):
             if not client.is_alive():
                 raise RuntimeError(f"the benchmark's client process ended with exit code {client.exitcode}")
-        sent, seen = receive.recv()
+        sent, seen, *rest = receive.recv()
     finally:
         client.join()
     seconds = (max(seen.values()) if seen else time.monotonic()) - started
     own, workers = (after - before for after, before in zip(twin_cpu_seconds(twin), cpu_before))
-    return Burst(uploads, len(seen), seconds, [seen[k] - sent[k] for k in seen], own + workers, workers)
+    return Burst(count, len(seen), seconds, [seen[k] - sent[k] for k in seen], own + workers, workers), tuple(rest)
 
 
 def _drive_front_door(api_url: str, token_url: str, client_id: str, secret: str, photos: int, threads: int,
@@ -156,22 +163,9 @@ def front_door_burst(twin: Twin, photos: int, threads: int, timeout_s: float = 9
     secret = twin.client("cognito-idp").describe_user_pool_client(
         UserPoolId=twin.outputs["UserPoolId"], ClientId=done.client_id)["UserPoolClient"]["ClientSecret"]
     time.sleep(1.5)  # the API takes up the new audience within a second
-    receive, send = multiprocessing.get_context("spawn").Pipe(duplex=False)
-    client = multiprocessing.get_context("spawn").Process(target=_drive_front_door, name="twin-benchmark-front-door",
-                                                          args=(twin.outputs["ApiUrl"], twin.outputs["TokenUrl"],
-                                                                done.client_id, secret, photos, threads, timeout_s, send))
-    cpu_before, started = twin_cpu_seconds(twin), time.monotonic()
-    client.start()
-    try:
-        while not receive.poll(0.5):
-            if not client.is_alive():
-                raise RuntimeError(f"the benchmark's client process ended with exit code {client.exitcode}")
-        sent, seen, states = receive.recv()
-    finally:
-        client.join()
-    seconds = (max(seen.values()) if seen else time.monotonic()) - started
-    own, workers = (after - before for after, before in zip(twin_cpu_seconds(twin), cpu_before))
-    return Burst(photos, len(seen), seconds, [seen[k] - sent[k] for k in seen], own + workers, workers), states
+    door, (states,) = _measure(twin, photos, _drive_front_door, (twin.outputs["ApiUrl"], twin.outputs["TokenUrl"],
+                                                                 done.client_id, secret, photos, threads, timeout_s))
+    return door, states
 
 
 def idle_latency(twin: Twin, count: int = 20) -> list[float]:

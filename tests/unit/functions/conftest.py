@@ -13,7 +13,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
 import pytest
+from moto import mock_aws
+
+from photo_requests import BUCKET, IDEMPOTENCY, PHOTOS, RESULTS
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 FUNCTIONS_DIR = REPO_ROOT / "functions"
@@ -130,3 +134,32 @@ def emitted_metrics(capsys):
         return _emf_metrics(capsys.readouterr().out)
 
     return read
+
+
+# ------------------------------------------------------------------ the front door's handlers (functions/photos)
+@pytest.fixture
+def aws():
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+        for table in (PHOTOS, IDEMPOTENCY):
+            dynamodb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+                                  KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                                  AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+        dynamodb.create_table(TableName=RESULTS, BillingMode="PAY_PER_REQUEST",
+                              KeySchema=[{"AttributeName": "bucket", "KeyType": "HASH"},
+                                         {"AttributeName": "key", "KeyType": "RANGE"}],
+                              AttributeDefinitions=[{"AttributeName": "bucket", "AttributeType": "S"},
+                                                    {"AttributeName": "key", "AttributeType": "S"}])
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        yield dynamodb
+
+
+@pytest.fixture
+def submit(aws, load_function):
+    return load_function("photos", module="submit", INTAKE_BUCKET=BUCKET, PHOTOS_TABLE=PHOTOS,
+                         IDEMPOTENCY_TABLE=IDEMPOTENCY, MAX_IMAGE_BYTES="1000", UPLOAD_URL_EXPIRY_SECONDS="300")
+
+
+@pytest.fixture
+def status(aws, load_function):
+    return load_function("photos", module="status", INTAKE_BUCKET=BUCKET, PHOTOS_TABLE=PHOTOS, RESULTS_TABLE=RESULTS)

@@ -4,78 +4,27 @@ with API Gateway payload 2.0 events as the JWT authorizer passes them, against m
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import time
 
-import boto3
 import pytest
-from moto import mock_aws
 
-BUCKET = "scones-twin-intakebucket-4f24bf0400f5"  # events/ name the twin's resources
-PHOTOS, IDEMPOTENCY, RESULTS = "photos-table", "idempotency-table", "results-table"
-OWNER_A, OWNER_B = "team-a-client-id-000000000", "team-b-client-id-000000000"
-
-
-@pytest.fixture
-def aws():
-    with mock_aws():
-        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
-        for table in (PHOTOS, IDEMPOTENCY):
-            dynamodb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
-                                  KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-                                  AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
-        dynamodb.create_table(TableName=RESULTS, BillingMode="PAY_PER_REQUEST",
-                              KeySchema=[{"AttributeName": "bucket", "KeyType": "HASH"},
-                                         {"AttributeName": "key", "KeyType": "RANGE"}],
-                              AttributeDefinitions=[{"AttributeName": "bucket", "AttributeType": "S"},
-                                                    {"AttributeName": "key", "AttributeType": "S"}])
-        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
-        yield dynamodb
+from photo_requests import BUCKET, OWNER_A, OWNER_B, PHOTOS, Context
+from photo_requests import get as get_answer
+from photo_requests import post as post_answer
+from photo_requests import record as _record
 
 
-@pytest.fixture
-def submit(aws, load_function):
-    return load_function("photos", module="submit", INTAKE_BUCKET=BUCKET, PHOTOS_TABLE=PHOTOS,
-                         IDEMPOTENCY_TABLE=IDEMPOTENCY, MAX_IMAGE_BYTES="1000", UPLOAD_URL_EXPIRY_SECONDS="300")
-
-
-@pytest.fixture
-def status(aws, load_function):
-    return load_function("photos", module="status", INTAKE_BUCKET=BUCKET, PHOTOS_TABLE=PHOTOS, RESULTS_TABLE=RESULTS)
-
-
-class Context:
-    function_name, memory_limit_in_mb, aws_request_id = "photos", 256, "req-1"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:photos"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 25_000
-
-
-def as_caller(event: dict, owner: str) -> dict:
-    event = copy.deepcopy(event)
-    event["requestContext"]["authorizer"]["jwt"]["claims"].update(sub=owner, client_id=owner)
-    return event
+def _parts(answer: dict) -> tuple[int, dict | None, dict]:
+    return answer["statusCode"], json.loads(answer["body"]) if answer.get("body") else None, answer.get("headers", {})
 
 
 def post(submit, load_event, body, owner=OWNER_A, headers=None):
-    event = as_caller(load_event("photos_submit.json"), owner)
-    event["headers"].pop("idempotency-key")
-    event["headers"].update(headers or {})
-    event["body"] = body if isinstance(body, str) else json.dumps(body)
-    answer = submit.lambda_handler(event, Context())
-    return answer["statusCode"], json.loads(answer["body"]) if answer.get("body") else None, answer.get("headers", {})
+    return _parts(post_answer(submit, load_event, body, owner, headers))
 
 
 def get(status, load_event, photo_id, owner=OWNER_A, headers=None, query=None):
-    event = as_caller(load_event("photos_status.json"), owner)
-    event["pathParameters"]["id"] = photo_id
-    event["rawPath"] = event["requestContext"]["http"]["path"] = f"/photos/{photo_id}"
-    event["queryStringParameters"] = query or {}
-    event["headers"].update(headers or {})
-    answer = status.lambda_handler(event, Context())
-    return answer["statusCode"], json.loads(answer["body"]) if answer.get("body") else None, answer.get("headers", {})
+    return _parts(get_answer(status, load_event, photo_id, owner, headers, query))
 
 
 def test_the_sample_submit_event_answers_a_photo_with_a_presigned_post_that_fixes_key_type_and_size(submit, load_event):
@@ -133,13 +82,6 @@ def test_a_bad_request_is_a_json_error_with_its_status_and_no_photo(submit, aws,
     assert (answer_code, answer["error"]) == (code, error)
     assert answer["message"] and "Traceback" not in answer["message"]
     assert aws.scan(TableName=PHOTOS)["Count"] == 0
-
-
-def _record(aws, key: str, **attributes) -> None:
-    item = {"bucket": {"S": BUCKET}, "key": {"S": key}, "recorded_at": {"S": "2026-12-04T15:00:01+00:00"}}
-    for name, value in attributes.items():
-        item[name] = {"N": str(value)} if isinstance(value, float) else {"S": value}
-    aws.put_item(TableName=RESULTS, Item=item)
 
 
 def test_a_photo_is_pending_then_its_record_with_etag_and_304(submit, status, aws, load_event):

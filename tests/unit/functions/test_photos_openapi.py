@@ -7,25 +7,21 @@ and each header the document declares is checked."""
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from pathlib import Path
 from typing import Any
 
-import boto3
 import jsonschema
 import pytest
 import yaml
-from moto import mock_aws
 
 from local.template import Stack
+from photo_requests import OWNER_A, OWNER_B, PHOTOS, Context, get, post
+from photo_requests import record as put_record
 
 REPO = Path(__file__).resolve().parents[3]
 OPENAPI = REPO / "docs" / "openapi.yaml"
-BUCKET = "scones-twin-intakebucket-4f24bf0400f5"
-PHOTOS, IDEMPOTENCY, RESULTS = "photos-table", "idempotency-table", "results-table"
-OWNER_A, OWNER_B = "team-a-client-id-000000000", "team-b-client-id-000000000"
 SUBMIT, STATUS = ("post", "/photos"), ("get", "/photos/{id}")
 
 
@@ -86,84 +82,11 @@ def check_answer(openapi: dict[str, Any], route: tuple[str, str], answer: dict[s
     return status, body, headers
 
 
-# ------------------------------------------------------------------ the handlers, as in test_photos_handlers.py
-@pytest.fixture
-def aws():
-    with mock_aws():
-        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
-        for table in (PHOTOS, IDEMPOTENCY):
-            dynamodb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
-                                  KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-                                  AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
-        dynamodb.create_table(TableName=RESULTS, BillingMode="PAY_PER_REQUEST",
-                              KeySchema=[{"AttributeName": "bucket", "KeyType": "HASH"},
-                                         {"AttributeName": "key", "KeyType": "RANGE"}],
-                              AttributeDefinitions=[{"AttributeName": "bucket", "AttributeType": "S"},
-                                                    {"AttributeName": "key", "AttributeType": "S"}])
-        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
-        yield dynamodb
-
-
-@pytest.fixture
-def submit(aws, load_function):
-    return load_function("photos", module="submit", INTAKE_BUCKET=BUCKET, PHOTOS_TABLE=PHOTOS,
-                         IDEMPOTENCY_TABLE=IDEMPOTENCY, MAX_IMAGE_BYTES="1000", UPLOAD_URL_EXPIRY_SECONDS="300")
-
-
-@pytest.fixture
-def status(aws, load_function):
-    return load_function("photos", module="status", INTAKE_BUCKET=BUCKET, PHOTOS_TABLE=PHOTOS, RESULTS_TABLE=RESULTS)
-
-
-class Context:
-    function_name, memory_limit_in_mb, aws_request_id = "photos", 256, "req-1"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:photos"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 25_000
-
-
-def _as_caller(event: dict, owner: str | None) -> dict:
-    event = copy.deepcopy(event)
-    if owner is None:  # a route deployed without the authorizer: no verified identity
-        del event["requestContext"]["authorizer"]
-    else:
-        event["requestContext"]["authorizer"]["jwt"]["claims"].update(sub=owner, client_id=owner)
-    return event
-
-
-def post(submit, load_event, body: Any, owner: str | None = OWNER_A, headers: dict | None = None) -> dict:
-    event = _as_caller(load_event("photos_submit.json"), owner)
-    event["headers"].pop("idempotency-key")
-    event["headers"].update(headers or {})
-    event["body"] = body if isinstance(body, str) else json.dumps(body)
-    return submit.lambda_handler(event, Context())
-
-
-def get(status, load_event, photo_id: str, owner: str | None = OWNER_A, headers: dict | None = None,
-        query: dict | None = None) -> dict:
-    event = _as_caller(load_event("photos_status.json"), owner)
-    event["pathParameters"]["id"] = photo_id
-    event["rawPath"] = event["requestContext"]["http"]["path"] = f"/photos/{photo_id}"
-    event["queryStringParameters"] = query or {}
-    event["headers"].update(headers or {})
-    return status.lambda_handler(event, Context())
-
-
+# ------------------------------------------------------------------ the handlers (tests/unit/functions/photo_requests.py)
 def _new_photo(submit, load_event) -> dict:
     answer = post(submit, load_event, {"content_type": "image/png"})
     assert answer["statusCode"] == 201, answer
     return json.loads(answer["body"])
-
-
-def _record(aws, key: str, **attributes: Any) -> None:
-    """The pipeline's record of an upload in the results table (and the review page's decision on it)."""
-    item = {"bucket": {"S": BUCKET}, "key": {"S": key}, "recorded_at": {"S": "2026-12-04T15:00:01.123Z"},
-            "execution_arn": {"S": "arn:aws:states:us-east-1:123456789012:express:classify:exec-1"},
-            "uploaded_at": {"S": "2026-12-04T15:00:00Z"}, "sequencer": {"S": "0062E99A88DC407460"}}
-    for name, value in attributes.items():
-        item[name] = {"N": str(value)} if isinstance(value, (int, float)) else {"S": value}
-    aws.put_item(TableName=RESULTS, Item=item)
 
 
 # ------------------------------------------------------------------ the document; POST /photos
@@ -228,7 +151,7 @@ def test_each_state_is_the_documented_200_with_its_etag(openapi, submit, status,
     record, expected, decided_by = STATES[case]
     photo = _new_photo(submit, load_event)
     if record is not None:
-        _record(aws, photo["upload"]["fields"]["key"], **record)
+        put_record(aws, photo["upload"]["fields"]["key"], **record)
     if case == "expired":  # never uploaded: the upload URL expired long ago
         aws.update_item(TableName=PHOTOS, Key={"id": {"S": photo["id"]}}, UpdateExpression="SET upload_expires_at = :t",
                         ExpressionAttributeValues={":t": {"S": "2026-01-01T00:00:00Z"}})
@@ -243,7 +166,7 @@ def test_the_same_state_again_is_the_documented_304(openapi, submit, status, aws
     code, body, again = check_answer(openapi, STATUS, get(status, load_event, photo["id"],
                                                           headers={"if-none-match": headers["etag"]}))
     assert (code, body, again["etag"]) == (304, None, headers["etag"])
-    _record(aws, photo["upload"]["fields"]["key"], outcome="classified", label="bicycle", confidence=0.99)
+    put_record(aws, photo["upload"]["fields"]["key"], outcome="classified", label="bicycle", confidence=0.99)
     code, state, changed = check_answer(openapi, STATUS, get(status, load_event, photo["id"],
                                                              headers={"if-none-match": headers["etag"]}))
     assert (code, state["state"]) == (200, "classified") and changed["etag"] != headers["etag"]
