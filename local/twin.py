@@ -33,8 +33,10 @@ from local.faults import FaultInjector
 from local.front_door.authorizer import JwksCache
 from local.front_door.gateway import Gateway
 from local.front_door.post_policy import PostPolicyEnforcer
-from local.front_door.server import WsgiServer
+from local.front_door.managed_login import ManagedLogin
+from local.front_door.server import WsgiServer, by_path
 from local.front_door.token_endpoint import TokenEndpoint
+from local.front_door.user_grants import UserGrants
 from local.lambda_runtime import LambdaRuntime
 from local.moto_speedups import MotoSpeedups
 from local.moto_strict import StrictMoto
@@ -243,8 +245,8 @@ class Twin:
         self.stop()
 
     def _open_front_door(self) -> None:
-        """The HTTP API and the token endpoint, which moto does not serve (local/front_door); their addresses
-        replace the stack's AWS ones in the outputs (ApiUrl, TokenUrl)."""
+        """The HTTP API and the user pool's domain (the token endpoint and managed login), which moto does not
+        serve (local/front_door); their addresses replace the stack's AWS ones in the outputs (ApiUrl, TokenUrl)."""
         s = self.settings
         jwks = JwksCache(lambda issuer: f"{self.url}/{issuer.rsplit('/', 1)[-1]}/.well-known/jwks.json")
         for api_id in self.deployment.apis.values():
@@ -253,9 +255,10 @@ class Twin:
             self._front_door.append(server)
             self.outputs["ApiUrl"] = server.url
         if "UserPoolId" in self.outputs:
-            token = TokenEndpoint(self.client("cognito-idp"), self.outputs["UserPoolId"], REGION,
-                                  _pool_signing_key(self.outputs["UserPoolId"]))
-            server = WsgiServer(token, s.auth_port, name="twin-token")
+            pool, cognito, grants = self.outputs["UserPoolId"], self.client("cognito-idp"), UserGrants()
+            token = TokenEndpoint(cognito, pool, REGION, _pool_signing_key(pool), grants)
+            server = WsgiServer(by_path({"/oauth2/token": token}, ManagedLogin(cognito, pool, grants)), s.auth_port,
+                                name="twin-auth")
             self._front_door.append(server)
             self.outputs["TokenUrl"] = f"{server.url}/oauth2/token"
 

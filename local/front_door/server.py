@@ -1,8 +1,9 @@
-"""A threaded HTTP server on 127.0.0.1 for one WSGI app (the twin's API and token endpoint), stopped with the twin."""
+"""A threaded HTTP server on 127.0.0.1 for one WSGI app (the twin's API, the user pool's domain), stopped with the twin."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from werkzeug.serving import WSGIRequestHandler, make_server
@@ -27,3 +28,12 @@ class WsgiServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+def by_path(routes: dict[str, Callable], default: Callable) -> Callable:
+    """One WSGI app from several: the app of the request's exact path, else ``default`` (one port, several endpoints)."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        return routes.get(environ.get("PATH_INFO", ""), default)(environ, start_response)
+
+    return app
