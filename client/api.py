@@ -110,8 +110,10 @@ class FrontDoor:
         return photo.state
 
     def wait(self, photo: Photo, timeout_s: float) -> dict[str, Any]:
+        """The photo's state once it is no longer pending, or at ``timeout_s``: long polls, which answer at once
+        for a photo already decided."""
         deadline = time.monotonic() + timeout_s
-        state = self.state(photo)
-        while state["state"] == "pending" and time.monotonic() < deadline:
-            state = self.state(photo, wait_s=max(1, min(20, int(deadline - time.monotonic()))))
-        return state
+        while True:
+            state = self.state(photo, wait_s=max(0, min(20, int(deadline - time.monotonic()))))
+            if state["state"] != "pending" or time.monotonic() >= deadline:
+                return state

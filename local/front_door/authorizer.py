@@ -25,6 +25,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 JWKS_CACHE_SECONDS = 2 * 3600  # API Gateway caches a JWKS for up to two hours
+VERIFIED_TOKENS_KEPT = 4096
 
 
 class Unauthorized(Exception):
@@ -47,6 +48,7 @@ class JwksCache:
     def __init__(self, jwks_url: Callable[[str], str]):
         self._jwks_url = jwks_url
         self._sets: dict[str, tuple[float, KeySet]] = {}
+        self._verified: dict[str, tuple[KeySet, dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
     def key_set(self, issuer: str, kid: str | None) -> KeySet:
@@ -64,6 +66,25 @@ class JwksCache:
         with self._lock:
             self._sets[issuer] = (time.monotonic(), key_set)
         return key_set
+
+    def verified_claims(self, token: str, issuer: str, kid: str | None) -> dict[str, Any]:
+        """The claims of a token whose signature verifies with the issuer's keys. A client sends one token many
+        times until it expires, so its signature is checked once per key set (a refreshed set checks it again);
+        every other check is made on every request."""
+        key_set = self.key_set(issuer, kid)
+        with self._lock:
+            seen = self._verified.get(token)
+        if seen and seen[0] is key_set:
+            return seen[1]
+        try:
+            claims = jwt.decode(token, key_set, algorithms=["RS256"]).claims
+        except (JoseError, ValueError):
+            raise Unauthorized("the token's signature does not verify") from None
+        with self._lock:
+            if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+                self._verified.clear()
+            self._verified[token] = (key_set, claims)
+        return claims
 
 
 def bearer_token(header: str | None) -> str:
@@ -87,10 +108,7 @@ def authorize(header: str | None, config: JwtConfiguration, route_scopes: list[s
         raise Unauthorized("the token is not a JWT") from None
     if header_fields.get("alg") != "RS256":
         raise Unauthorized("the token's algorithm is not RS256")
-    try:
-        claims = jwt.decode(token, keys.key_set(config.issuer, header_fields.get("kid")), algorithms=["RS256"]).claims
-    except (JoseError, ValueError):
-        raise Unauthorized("the token's signature does not verify") from None
+    claims = keys.verified_claims(token, config.issuer, header_fields.get("kid"))
     if claims.get("iss") != config.issuer:
         raise Unauthorized("the token has an invalid issuer")
     audience = claims.get("aud", claims.get("client_id"))
