@@ -67,6 +67,9 @@ def twin(port: int = TWIN_PORT, outputs_file: Path = TWIN_OUTPUTS) -> Target:
     apis = [a["ApiId"] for a in target.client("apigatewayv2").get_apis()["Items"]]
     if len(pools) == 1 and len(apis) == 1:
         target.outputs.update(UserPoolId=pools[0], ApiId=apis[0], ApiScopePrefix="vehicle-classifier/")
+        groups = [g["GroupName"] for g in target.client("cognito-idp").list_groups(UserPoolId=pools[0])["Groups"]]
+        if "reviewers" in groups:  # the template's GroupName
+            target.outputs["ReviewersGroupName"] = "reviewers"
     try:
         written = json.loads(outputs_file.read_text())
     except (OSError, ValueError):

@@ -3,6 +3,8 @@
     python -m review                      the page for the local twin (make local), on http://127.0.0.1:4592
     python -m review --stack NAME         the page for a deployed stack (attach the stack's ReviewerPolicy)
     python -m review requeue [--dry-run]  send every undecided record's review message again
+    python -m review add-reviewer NAME --email ADDRESS   let a person review (the reviewers group)
+    python -m review remove-reviewer NAME [--delete]     take that right away again
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from review.decisions import Reviewer
 from review.ground_truth import GroundTruth
 from review.page import ReviewService, create_app
 from review.requeue import requeue
+from review.reviewers import ReviewerError, add_reviewer, remove_reviewer
 from review.waiting import WaitingImages
 
 NEEDED_OUTPUTS = ("ReviewQueueUrl", "GroundTruthBucketName")
@@ -55,6 +58,20 @@ def parser() -> argparse.ArgumentParser:
                                             "(needs_review, or an undecided audit), whatever became of its message.")
     _where(again, defaults=False)
     again.add_argument("--dry-run", action="store_true", help="list what would be sent; send nothing")
+    add = commands.add_parser("add-reviewer", help="let a person review photos (the reviewers group)",
+                              description="Create the person's user with a temporary password (Cognito e-mails it; "
+                                          "the twin prints it) and add them to the stack's reviewers group; an "
+                                          "existing user is only added to the group.")
+    _where(add, defaults=False)
+    add.add_argument("user", help="their user name (letters, digits and . _ @ + -)")
+    add.add_argument("--email", required=True, help="their e-mail address (where Cognito sends the password)")
+    remove = commands.add_parser("remove-reviewer", help="take a person out of the reviewers group",
+                                 description="Remove the person from the reviewers group and sign them out "
+                                             "everywhere; an access token already issued works until it expires "
+                                             "(at most an hour).")
+    _where(remove, defaults=False)
+    remove.add_argument("user")
+    remove.add_argument("--delete", action="store_true", help="also delete their user")
     return top
 
 
@@ -63,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     try:
         target = stack(args.stack, args.region, args.profile) if args.stack else twin(args.port)
+        if args.command in ("add-reviewer", "remove-reviewer"):
+            return _reviewers(target, args)
         missing = [name for name in NEEDED_OUTPUTS if name not in target.outputs]
         if missing:
             raise TargetError(f"{target.description} has no {', '.join(missing)}: deploy this version of "
@@ -73,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'would send' if args.dry_run else 'sent'} {sent} review messages")
             return 0
         return serve(target, args.host, args.page_port, args.reviewer)
-    except TargetError as exc:
+    except (TargetError, ReviewerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (ClientError, BotoCoreError, OSError) as exc:
@@ -82,6 +101,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nstopped", file=sys.stderr)
         return 130
+
+
+def _reviewers(target: Target, args: argparse.Namespace) -> int:
+    if args.command == "remove-reviewer":
+        remove_reviewer(target, args.user, delete=args.delete)
+        print(f"{args.user} is no longer a reviewer on {target.description}"
+              + (" and their user is deleted" if args.delete else "") + "; signed out everywhere")
+        return 0
+    added = add_reviewer(target, args.user, args.email, on_twin=not args.stack)
+    if not added.created:
+        print(f"{args.user} already had a user on {target.description}; now also a reviewer")
+    elif added.temporary_password:
+        print(f"{args.user} is a reviewer on {target.description}; temporary password (the twin sends no e-mail; "
+              f"they choose their own at first sign-in): {added.temporary_password}")
+    else:
+        print(f"{args.user} is a reviewer on {target.description}; Cognito has e-mailed a temporary password to "
+              f"{args.email} (they choose their own at first sign-in)")
+    return 0
 
 
 def serve(target: Target, host: str, port: int, reviewer: str) -> int:
