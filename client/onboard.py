@@ -59,7 +59,12 @@ def onboard_team(target: Target, team: str, scope_names: str, *, on_twin: bool) 
         AccessTokenValidity=60, TokenValidityUnits={"AccessToken": "minutes"}, EnableTokenRevocation=True,
         PreventUserExistenceErrors="ENABLED")["UserPoolClient"]
     client_id = client["ClientId"]
-    note = _admit_on_twin(target, client_id) if on_twin else _admit_on_stack(target, client_id)
+    try:
+        note = _admit_on_twin(target, client_id) if on_twin else _admit_on_stack(target, client_id)
+    except Exception:
+        # A client the API will never admit is of no use to the team: take it back, say why.
+        cognito.delete_user_pool_client(UserPoolId=pool, ClientId=client_id)
+        raise
     where = f" --endpoint-url {target.endpoint_url}" if target.endpoint_url else ""
     secret = (f"aws{where} cognito-idp describe-user-pool-client --user-pool-id {pool} --client-id {client_id} "
               "--query UserPoolClient.ClientSecret --output text")

@@ -9,6 +9,7 @@ photo while its upload URL is valid (Powertools' idempotency, records in IDEMPOT
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from datetime import datetime, timezone
@@ -75,12 +76,17 @@ def _first_problem(exc: ValidationError) -> str:
     return f"{where}: {error['msg']} (one of {', '.join(ACCEPTED_TYPES)})"
 
 
-def parse_request(headers: dict[str, str], raw_body: str | None) -> str:
+def parse_request(headers: dict[str, str], raw_body: str | None, base64_encoded: bool = False) -> str:
     """The requested content type, or the ApiError that says what is wrong with the request."""
     media_type = headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
         raise ApiError(415, "UnsupportedMediaType", "send the request body as JSON (Content-Type: application/json)")
     body = raw_body or ""
+    if base64_encoded:  # API Gateway encodes a body it does not take for text
+        try:
+            body = base64.b64decode(body).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "MalformedRequest", "the request body is not UTF-8 JSON") from None
     if len(body.encode()) > MAX_BODY_BYTES:
         raise ApiError(413, "PayloadTooLarge", f"the request body is over {MAX_BODY_BYTES} bytes; "
                        "send {\"content_type\": ...} and upload the photo to the URL this answers with")
@@ -137,7 +143,7 @@ def new_photo_once(request: dict[str, Any]) -> dict[str, Any]:
 def submit_photo() -> Response:
     event = app.current_event
     caller = caller_of(event)
-    content_type = parse_request(event.headers, event.body if not event.is_base64_encoded else event.decoded_body)
+    content_type = parse_request(event.headers, event.body, event.is_base64_encoded)
     key = idempotency_key_of(event.headers)
     request = {"owner": caller.owner, "client_id": caller.client_id, "content_type": content_type,
                "idempotency_key": key}

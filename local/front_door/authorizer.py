@@ -108,6 +108,8 @@ def authorize(header: str | None, config: JwtConfiguration, route_scopes: list[s
         raise Unauthorized("the token is not a JWT") from None
     if header_fields.get("alg") != "RS256":
         raise Unauthorized("the token's algorithm is not RS256")
+    if not header_fields.get("kid"):
+        raise Unauthorized("the token names no key (kid)")
     claims = keys.verified_claims(token, config.issuer, header_fields.get("kid"))
     if claims.get("iss") != config.issuer:
         raise Unauthorized("the token has an invalid issuer")
@@ -118,7 +120,7 @@ def authorize(header: str | None, config: JwtConfiguration, route_scopes: list[s
     now = time.time() if now is None else now
     if not isinstance(claims.get("exp"), (int, float)) or claims["exp"] <= now:
         raise Unauthorized("the token has expired")
-    if isinstance(claims.get("nbf"), (int, float)) and claims["nbf"] > now:
+    if any(isinstance(claims.get(name), (int, float)) and claims[name] > now for name in ("nbf", "iat")):
         raise Unauthorized("the token is not valid yet")
     granted = str(claims.get("scope", claims.get("scp", ""))).split()
     if route_scopes and not set(granted) & set(route_scopes):

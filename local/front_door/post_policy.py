@@ -123,10 +123,13 @@ class PostPolicyEnforcer:
         probe = {**environ, "wsgi.input": io.BytesIO(body)}
         _, form, files = parse_form_data(probe)
         upload = files.get("file")
+        names = [name.lower() for name, _ in form.items(multi=True)]
         size = len(upload.read()) if upload else 0
         try:
             if upload is None:
                 raise PolicyRefusal(400, "InvalidArgument", "POST requires exactly one file upload per request.")
+            if len(names) != len(set(names)):  # one value per field, whatever its case: no second "KEY"
+                raise PolicyRefusal(400, "InvalidArgument", "POST requires each form field once.")
             check_policy(dict(form.items()), bucket, size, self._secret_of, self._permits)
         except PolicyRefusal as refusal:
             return _s3_error(refusal)(environ, start_response)
@@ -136,7 +139,12 @@ class PostPolicyEnforcer:
     @staticmethod
     def _post_upload_bucket(environ: dict[str, Any]) -> str | None:
         """The bucket of a browser-based upload (POST of a form to the bucket's root, path-style), else None."""
-        if environ.get("REQUEST_METHOD") != "POST" or not environ.get("CONTENT_TYPE", "").startswith("multipart/form-data"):
+        if environ.get("REQUEST_METHOD") != "POST" or \
+                not environ.get("CONTENT_TYPE", "").lower().startswith("multipart/form-data"):
             return None
         segments = [s for s in environ.get("PATH_INFO", "").split("/") if s]
-        return segments[0] if len(segments) == 1 else None
+        if len(segments) == 1:
+            return segments[0]
+        host = environ.get("HTTP_HOST", "").split(":")[0]
+        # Virtual-hosted style (bucket.s3.amazonaws.com); "?" stands for a host naming no bucket, which S3 refuses.
+        return (host.split(".s3", 1)[0] if ".s3" in host else "?") if not segments else None

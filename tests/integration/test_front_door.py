@@ -290,6 +290,14 @@ def test_an_upload_of_another_type_key_or_field_is_refused_by_s3(twin, team_a, t
     _nothing_reached_the_pipeline(twin, photo["upload"]["fields"]["key"], before)
 
 
+def test_an_upload_naming_its_key_twice_in_another_case_is_refused(twin, team_a):
+    photo = new_photo(twin, team_a).json()
+    before = _executions(twin)
+    answer = upload(photo, PNG, KEY=f"api/{team_a['id']}/not-the-signed-key.png")
+    assert answer.status_code == 400 and "<Code>InvalidArgument</Code>" in answer.text
+    _nothing_reached_the_pipeline(twin, f"api/{team_a['id']}/not-the-signed-key.png", before)
+
+
 def test_an_upload_with_a_forged_signature_is_refused(twin, team_a):
     photo = new_photo(twin, team_a).json()
     answer = upload(photo, PNG, **{"x-amz-signature": "0" * 64})

@@ -152,3 +152,15 @@ def test_if_none_match_takes_lists_weak_tags_and_star(submit, status, load_event
     for header in (etag, f"W/{etag}", f'"other", {etag}', "*"):
         assert get(status, load_event, photo["id"], headers={"if-none-match": header})[0] == 304, header
     assert get(status, load_event, photo["id"], headers={"if-none-match": '"other"'})[0] == 200
+
+
+@pytest.mark.parametrize("body, content_type, code", [
+    (b"\xff\xd8\xff\xe0 a JPEG sent as the body", "image/jpeg", 415),
+    (b"\xff\xfe not UTF-8", "application/json", 400),
+    (b'{"content_type": "image/png"}', "application/json", 201),
+])
+def test_a_body_api_gateway_base64_encoded_is_read_or_refused_never_a_500(submit, load_event, body, content_type, code):
+    event = load_event("photos_submit.json")
+    event["headers"]["content-type"] = content_type
+    event["body"], event["isBase64Encoded"] = base64.b64encode(body).decode(), True
+    assert submit.lambda_handler(event, Context())["statusCode"] == code

@@ -81,3 +81,11 @@ def test_another_key_or_algorithm_is_401_and_a_missing_scope_403(keys):
         authorize(token(), CONFIG, ["vehicle-classifier/photos.submit"], keys)
     with pytest.raises(Unauthorized, match="no token"):
         authorize(None, CONFIG, [], keys)
+
+
+def test_a_token_issued_in_the_future_or_naming_no_key_is_401(keys):
+    with pytest.raises(Unauthorized, match="not valid yet"):
+        authorize(token(iat=int(time.time()) + 3600), CONFIG, [], keys)
+    unnamed = jwt.encode({"alg": "RS256"}, {"iss": ISSUER, "client_id": "team-a", "exp": int(time.time()) + 60}, KEY)
+    with pytest.raises(Unauthorized, match="kid"):
+        authorize(unnamed, CONFIG, [], keys)
