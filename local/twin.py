@@ -113,12 +113,17 @@ class _MotoWithPostPolicies(ThreadedMotoServer):
         self._server.serve_forever()
 
 
+def _pool(user_pool_id: str):
+    """moto's user pool: its signing key and its register of refresh tokens (which global sign-out empties)."""
+    from moto.cognitoidp.models import cognitoidp_backends
+
+    return cognitoidp_backends[ACCOUNT_ID][REGION].user_pools[user_pool_id]
+
+
 def _pool_signing_key(user_pool_id: str):
     """The private key moto's cognito-idp signs a pool's tokens with (its JWKS serves the public half), so the
     twin's token endpoint issues tokens that verify against the pool's JWKS as Cognito's do."""
-    from moto.cognitoidp.models import cognitoidp_backends
-
-    return cognitoidp_backends[ACCOUNT_ID][REGION].user_pools[user_pool_id].json_web_key
+    return _pool(user_pool_id).json_web_key
 
 
 class Twin:
@@ -255,7 +260,8 @@ class Twin:
             self._front_door.append(server)
             self.outputs["ApiUrl"] = server.url
         if "UserPoolId" in self.outputs:
-            pool, cognito, grants = self.outputs["UserPoolId"], self.client("cognito-idp"), UserGrants()
+            pool, cognito = self.outputs["UserPoolId"], self.client("cognito-idp")
+            grants = UserGrants(signed_out=_pool(pool).refresh_tokens)
             token = TokenEndpoint(cognito, pool, REGION, _pool_signing_key(pool), grants)
             server = WsgiServer(by_path({"/oauth2/token": token}, ManagedLogin(cognito, pool, grants)), s.auth_port,
                                 name="twin-auth")

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 CODE_SECONDS = 300
 _VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")  # RFC 7636 section 4.1
@@ -63,10 +64,13 @@ def s256(verifier: str) -> str:
 
 
 class UserGrants:
-    def __init__(self, clock: Callable[[], float] = time.time):
+    def __init__(self, clock: Callable[[], float] = time.time, signed_out: dict[str, Any] | None = None):
+        """``signed_out``: the user pool's own register of refresh tokens (token -> (client, user, origin) or None
+        once the user is signed out everywhere), so AdminUserGlobalSignOut revokes these tokens too, as on AWS."""
         self.clock = clock
         self._codes: dict[str, _Code] = {}
         self._refresh: dict[str, _Refresh] = {}
+        self._register = signed_out if signed_out is not None else {}
         self._lock = threading.Lock()
 
     def issue_code(self, sign_in: SignIn, redirect_uri: str, challenge: str | None) -> str:
@@ -97,6 +101,7 @@ class UserGrants:
         token = secrets.token_urlsafe(48)
         with self._lock:
             self._refresh[token] = _Refresh(sign_in, origin_jti, self.clock() + lifetime_s)
+            self._register[token] = (sign_in.client_id, sign_in.username, origin_jti)
         return token
 
     def redeem_refresh(self, token: str, client_id: str) -> tuple[SignIn, str]:
@@ -105,6 +110,8 @@ class UserGrants:
             grant = self._refresh.get(token)
         if grant is None or grant.sign_in.client_id != client_id:
             raise GrantRefused("the refresh token is unknown or belongs to another client")
+        if self._register.get(token) is None:
+            raise GrantRefused("the user was signed out everywhere since")
         if grant.expires <= self.clock():
             with self._lock:
                 self._refresh.pop(token, None)

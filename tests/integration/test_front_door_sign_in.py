@@ -195,6 +195,20 @@ def test_the_refresh_token_gives_new_tokens_of_the_same_sign_in(twin, signed_in,
     assert (wrong.status_code, wrong.json()) == (400, {"error": "invalid_grant"})
 
 
+def test_signing_a_user_out_everywhere_revokes_their_refresh_tokens(twin, cognito, driver_app):
+    new_driver(twin, cognito, "driver-out")
+    verifier, code_challenge = challenge()
+    back = sign_in(Browser(twin), driver_app, "driver-out", TEMPORARY, code_challenge, new_password=CHOSEN)
+    refresh = redeem(twin, driver_app, back["code"], verifier).json()["refresh_token"]
+    def again() -> requests.Response:
+        return requests.post(twin.outputs["TokenUrl"], timeout=10, data={
+            "grant_type": "refresh_token", "client_id": driver_app, "refresh_token": refresh})
+
+    assert again().status_code == 200
+    cognito.admin_user_global_sign_out(UserPoolId=twin.outputs["UserPoolId"], Username="driver-out")
+    assert (again().status_code, again().json()) == (400, {"error": "invalid_grant"})
+
+
 # ------------------------------------------------------------------ what managed login refuses
 def test_a_wrong_password_shows_the_form_again_without_a_code(twin, cognito, driver_app):
     new_driver(twin, cognito, "driver-2")
