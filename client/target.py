@@ -62,12 +62,13 @@ def twin(port: int = TWIN_PORT, outputs_file: Path = TWIN_OUTPUTS) -> Target:
     ground_truth = [b["Name"] for b in target.client("s3").list_buckets()["Buckets"] if "-groundtruthbucket-" in b["Name"]]
     if len(ground_truth) == 1:
         target.outputs["GroundTruthBucketName"] = ground_truth[0]
-    pools = [p["Id"] for p in target.client("cognito-idp").list_user_pools(MaxResults=60)["UserPools"]
+    cognito = target.client("cognito-idp")
+    pools = [p["Id"] for p in cognito.list_user_pools(MaxResults=60)["UserPools"]
              if p["Name"].endswith("-users")]  # the template's UserPoolName
     apis = [a["ApiId"] for a in target.client("apigatewayv2").get_apis()["Items"]]
     if len(pools) == 1 and len(apis) == 1:
         target.outputs.update(UserPoolId=pools[0], ApiId=apis[0], ApiScopePrefix="vehicle-classifier/")
-        groups = [g["GroupName"] for g in target.client("cognito-idp").list_groups(UserPoolId=pools[0])["Groups"]]
+        groups = [g["GroupName"] for g in cognito.list_groups(UserPoolId=pools[0])["Groups"]]
         if "reviewers" in groups:  # the template's GroupName
             target.outputs["ReviewersGroupName"] = "reviewers"
     try:

@@ -62,6 +62,7 @@ def deploy(stack: Stack, clients, runtime: LambdaRuntime, api_function_concurren
                                          AttributeDefinitions=props["AttributeDefinitions"],
                                          BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"))
     _identity(stack, clients("cognito-idp"))
+    behind_api = stack.api_functions()
     for lid in stack.of_type("AWS::Lambda::Function"):
         function = _function(stack, lid)
         role = stack.properties(lid).get("Role")
@@ -70,8 +71,7 @@ def deploy(stack: Stack, clients, runtime: LambdaRuntime, api_function_concurren
             function = dataclasses.replace(function, credentials={
                 "AWS_ACCESS_KEY_ID": credentials["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
                 "AWS_SESSION_TOKEN": credentials["SessionToken"]})
-        behind_api = lid in stack.api_functions()
-        runtime.add(function, api_function_concurrency if behind_api else None)
+        runtime.add(function, api_function_concurrency if lid in behind_api else None)
         deployment.functions[lid] = function
     for lid in stack.of_type("AWS::StepFunctions::StateMachine"):
         props = stack.properties(lid)

@@ -9,16 +9,18 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
+from botocore.config import Config
 
 # The image types the pipeline reads (functions/serialize recognises them by their bytes), by media type.
 ACCEPTED_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif",
                   "image/heic": ".heic", "image/heif": ".heif", "image/avif": ".avif"}
 UPLOAD_PREFIX = "api/"
 PHOTO_ID = re.compile(r"^[0-9a-f]{32}$")
+# Both routes answer a caller who waits: a few quick attempts, never a long hang on one call.
+AWS_CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=3)
 
 
 class ConfigurationError(Exception):
@@ -84,6 +86,3 @@ def base_url(event: APIGatewayProxyEventV2) -> str:
     scheme = event.headers.get("x-forwarded-proto", "https")
     return f"{scheme}://{event.request_context.domain_name}"
 
-
-def public_fields(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in item.items() if v is not None}

@@ -20,9 +20,8 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from boto3.dynamodb.types import TypeDeserializer
-from botocore.config import Config
 
-from photos import PHOTO_ID, ApiError, caller_of, env_str, error_response
+from photos import AWS_CLIENT_CONFIG, PHOTO_ID, ApiError, caller_of, env_str, error_response
 
 logger = Logger()
 app = APIGatewayHttpResolver()
@@ -34,8 +33,7 @@ POLL_SECONDS = 0.5
 # After the upload URL expired, an upload has had the pipeline's whole time budget (240 s) to be recorded.
 EXPIRED_AFTER_SECONDS = 300
 
-dynamodb = boto3.client("dynamodb", config=Config(retries={"mode": "standard", "max_attempts": 3},
-                                                  connect_timeout=2, read_timeout=3))
+dynamodb = boto3.client("dynamodb", config=AWS_CLIENT_CONFIG)
 _deserialize = TypeDeserializer().deserialize
 
 

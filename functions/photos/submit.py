@@ -26,7 +26,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from photos import ACCEPTED_TYPES, ApiError, base_url, caller_of, env_int, env_str, error_response, photo_key
+from photos import (ACCEPTED_TYPES, AWS_CLIENT_CONFIG, ApiError, base_url, caller_of, env_int, env_str, error_response,
+                    photo_key)
 
 logger = Logger()
 app = APIGatewayHttpResolver()
@@ -41,10 +42,9 @@ MAX_BODY_BYTES = 1024  # {"content_type": "image/jpeg"} is 30 bytes
 MAX_IDEMPOTENCY_KEY = 255
 KEEP_PHOTO_SECONDS = 90 * 24 * 3600  # the photo's id stays readable this long (PhotosTable's TTL)
 
-_config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=3)
 # SigV4: the policy is signed with the role's temporary credentials, which S3 accepts only so.
-s3 = boto3.client("s3", config=_config.merge(Config(signature_version="s3v4")))
-dynamodb = boto3.client("dynamodb", config=_config)
+s3 = boto3.client("s3", config=AWS_CLIENT_CONFIG.merge(Config(signature_version="s3v4")))
+dynamodb = boto3.client("dynamodb", config=AWS_CLIENT_CONFIG)
 # A repeat with the same key is the same photo only while its upload URL works; after that it is a new photo.
 idempotency = IdempotencyConfig(event_key_jmespath="[owner, idempotency_key]",
                                 payload_validation_jmespath="content_type",
