@@ -16,7 +16,6 @@ SAM := PATH="$(SAM_PATH)" sam
 
 PORT ?= 4590
 ENDPOINT_PORT ?= 4591
-REVIEW_PORT ?= 4592
 API_PORT ?= 4593
 AUTH_PORT ?= 4594
 STACK ?= scones-vehicle-classifier
@@ -34,7 +33,7 @@ help:
 	@echo "  make local       run the twin until Ctrl-C (*PORT variables move its ports)"
 	@echo "  make submit PHOTO=file-or-folder   upload to the twin (or STACK=name), wait"
 	@echo "  make results     every recorded outcome (of the twin, or STACK=name)"
-	@echo "  make review      the review page for uncertain photos (twin, or STACK=name)"
+	@echo "  make review      the review page's address (of the twin, or STACK=name)"
 	@echo "  make requeue     send every undecided record's review message again"
 	@echo "  make test        the test suite (offline; installs chromium with apt-get)"
 	@echo "  make test-reliability   the reliability suite alone (bad uploads, faults)"
@@ -129,7 +128,7 @@ results: $(TWIN_STAMP)
 	$(BIN)/python -m client results $(WHERE)
 
 review: $(TWIN_STAMP)
-	$(BIN)/python -m review $(WHERE) --page-port $(REVIEW_PORT)
+	$(BIN)/python -m review $(WHERE)
 
 requeue: $(TWIN_STAMP)
 	$(BIN)/python -m review requeue $(WHERE)

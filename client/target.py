@@ -15,7 +15,6 @@ TWIN_PORT = 4590
 TWIN_ENDPOINT_PORT = 4591
 TWIN_API_PORT = 4593  # the HTTP API (ApiUrl)
 TWIN_AUTH_PORT = 4594  # the token endpoint (TokenUrl)
-REVIEW_PAGE_PORT = 4592  # `make review`: the review page, for the twin or a stack
 # Where `make local` writes the twin's stack outputs as JSON (ApiUrl, TokenUrl, UserPoolId, ...).
 TWIN_OUTPUTS = Path(__file__).resolve().parent.parent / "build" / "twin" / "outputs.json"
 TWIN_REGION = "us-east-1"

@@ -20,7 +20,7 @@ import sys
 import threading
 from pathlib import Path
 
-from client.target import REVIEW_PAGE_PORT, TWIN_API_PORT, TWIN_AUTH_PORT, TWIN_ENDPOINT_PORT, TWIN_PORT, TWIN_OUTPUTS
+from client.target import TWIN_API_PORT, TWIN_AUTH_PORT, TWIN_ENDPOINT_PORT, TWIN_PORT, TWIN_OUTPUTS
 from local.faults import Fault, FaultError
 from local.template import TemplateError
 from local.twin import CREDENTIALS, REGION, ROOT, PortInUseError, Twin, TwinSettings
@@ -57,8 +57,9 @@ Local twin of stack {twin.deployment.stack.name} is running (state is in memory:
   review queue:    {out['ReviewQueueUrl']}
   ground truth:    {out['GroundTruthBucketName']}
 
-Resolve the photos the model is unsure of (and the audit sample) on the review page:
-  make review{make_port}    # then open http://127.0.0.1:{REVIEW_PAGE_PORT}/  (REVIEW_PORT moves it)
+Resolve the photos the model is unsure of (and the audit sample) on the review page, {out['ReviewPageUrl']}
+signed in as a reviewer (the command prints a temporary password; you choose your own at first sign-in):
+  python -m review add-reviewer ana --email ana@example.com --port {port}
 
 Give another team (or yourself) an app client for the API, then follow docs/api.md or the README's curl steps:
   python -m client onboard-team my-team --scopes submit,read --port {port}

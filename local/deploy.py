@@ -23,7 +23,8 @@ CREATED_TYPES = ("AWS::IAM::Role", "AWS::S3::Bucket", "AWS::SQS::Queue", "AWS::D
                  "AWS::Lambda::Function", "AWS::StepFunctions::StateMachine", "AWS::Events::Rule",
                  "AWS::Cognito::UserPool", "AWS::Cognito::UserPoolDomain", "AWS::Cognito::UserPoolResourceServer",
                  "AWS::Cognito::UserPoolClient", "AWS::Cognito::UserPoolGroup", "AWS::ApiGatewayV2::Api",
-                 "AWS::ApiGatewayV2::Stage")
+                 "AWS::ApiGatewayV2::Stage", "AWS::ApiGatewayV2::Authorizer", "AWS::ApiGatewayV2::Integration",
+                 "AWS::ApiGatewayV2::Route")
 
 
 @dataclass
@@ -61,7 +62,16 @@ def deploy(stack: Stack, clients, runtime: LambdaRuntime, api_function_concurren
         clients("dynamodb").create_table(TableName=stack.physical_ids[lid], KeySchema=props["KeySchema"],
                                          AttributeDefinitions=props["AttributeDefinitions"],
                                          BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"))
-    _identity(stack, clients("cognito-idp"))
+    # In CloudFormation's order of dependencies: an app client whose callback is on an API comes after the API,
+    # and the API's own authorizers, integrations and routes after that client (template.yaml: ReviewClient).
+    apis = set(stack.of_type("AWS::ApiGatewayV2::Api"))
+    on_api = {lid for lid in stack.of_type("AWS::Cognito::UserPoolClient") if stack.references(lid) & apis}
+    _identity(stack, clients("cognito-idp"), skip=on_api)
+    for lid in apis:
+        deployment.apis[lid] = _http_api(stack, lid, clients("apigatewayv2"))
+    for lid in on_api:
+        _app_client(stack, lid, clients("cognito-idp"))
+    _api_resources(stack, clients("apigatewayv2"))
     behind_api = stack.api_functions()
     for lid in stack.of_type("AWS::Lambda::Function"):
         function = _function(stack, lid)
@@ -87,8 +97,6 @@ def deploy(stack: Stack, clients, runtime: LambdaRuntime, api_function_concurren
         events.put_rule(Name=name, EventPattern=json.dumps(props["EventPattern"]),
                         State=props.get("State", "ENABLED"), EventBusName=props.get("EventBusName", "default"))
         events.put_targets(Rule=name, EventBusName=props.get("EventBusName", "default"), Targets=props["Targets"])
-    for lid in stack.of_type("AWS::ApiGatewayV2::Api"):
-        deployment.apis[lid] = _http_api(stack, lid, clients("apigatewayv2"))
     deployment.outputs = {k: str(stack.resolve(v["Value"])) for k, v in stack.outputs.items()
                           if stack.conditions.get(v.get("Condition", ""), True)}
     log.info("deployed %s: %d resources created, %d not emulated (%s)", stack.name,
@@ -137,7 +145,7 @@ def _function(stack: Stack, logical_id: str) -> LocalFunction:
         timeout_s=float(props.get("Timeout", 3)), memory_mb=int(props.get("MemorySize", 128)))
 
 
-def _identity(stack: Stack, cognito) -> None:
+def _identity(stack: Stack, cognito, skip: set[str]) -> None:
     """The user pool and what hangs off it. Cognito chooses the ids of pools and app clients, so their physical
     ids become known only here (as in CloudFormation, where a Ref to them resolves after creation)."""
     for lid in stack.of_type("AWS::Cognito::UserPool"):
@@ -159,9 +167,22 @@ def _identity(stack: Stack, cognito) -> None:
         cognito.create_group(UserPoolId=props["UserPoolId"], GroupName=props["GroupName"],
                              **{k: props[k] for k in ("Description", "Precedence") if k in props})
     for lid in stack.of_type("AWS::Cognito::UserPoolClient"):
-        props = stack.properties(lid)
-        client = cognito.create_user_pool_client(**{k: v for k, v in props.items()})
-        stack.physical_ids[lid] = client["UserPoolClient"]["ClientId"]
+        if lid not in skip:
+            _app_client(stack, lid, cognito)
+
+
+def _app_client(stack: Stack, logical_id: str, cognito) -> None:
+    client = cognito.create_user_pool_client(**stack.properties(logical_id))
+    stack.physical_ids[logical_id] = client["UserPoolClient"]["ClientId"]
+
+
+def _api_resources(stack: Stack, apigw) -> None:
+    """Authorizers, integrations and routes declared as resources of their own (beside an API's OpenAPI body)."""
+    for kind, create, id_key in (("Authorizer", apigw.create_authorizer, "AuthorizerId"),
+                                 ("Integration", apigw.create_integration, "IntegrationId"),
+                                 ("Route", apigw.create_route, "RouteId")):
+        for lid in stack.of_type(f"AWS::ApiGatewayV2::{kind}"):
+            stack.physical_ids[lid] = create(**stack.properties(lid))[id_key]
 
 
 _OPENAPI_CORS = {"allowOrigins": "AllowOrigins", "allowMethods": "AllowMethods", "allowHeaders": "AllowHeaders",

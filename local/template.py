@@ -129,6 +129,28 @@ class Stack:
         stack._name_resources()
         return stack
 
+    def references(self, logical_id: str) -> set[str]:
+        """The resources a resource's properties name (Ref, Fn::GetAtt, ${...} in Fn::Sub)."""
+        found: set[str] = set()
+
+        def walk(value: Any) -> None:
+            if isinstance(value, list):
+                for item in value:
+                    walk(item)
+            elif isinstance(value, dict):
+                for key, arg in value.items():
+                    if key == "Ref" and isinstance(arg, str):
+                        found.add(arg)
+                    elif key == "Fn::GetAtt":
+                        found.add((arg.split(".", 1) if isinstance(arg, str) else arg)[0])
+                    elif key == "Fn::Sub":
+                        text = arg if isinstance(arg, str) else arg[0]
+                        found.update(name.split(".", 1)[0] for name in re.findall(r"\$\{([^!}][^}]*)\}", text))
+                    walk(arg)
+
+        walk(self.resources[logical_id].get("Properties", {}))
+        return found & set(self.resources)
+
     def of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
         return {lid: r for lid, r in self.resources.items()
                 if r["Type"] == resource_type and self.conditions.get(r.get("Condition", ""), True)}

@@ -7,6 +7,7 @@ endpoint; local.lambda_runtime runs the functions; local.adapters bridges what m
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -113,6 +114,27 @@ class _MotoWithPostPolicies(ThreadedMotoServer):
         self._server.serve_forever()
 
 
+def _relocated(value: str, addresses: dict[str, str]) -> str:
+    for aws, local in addresses.items():
+        if value.startswith(aws):
+            return local + value[len(aws):]
+    return value
+
+
+def _relocate_app_clients(cognito, pool: str, addresses: dict[str, str]) -> None:
+    """App clients' callback and sign-out URLs on an address the twin serves locally, as UpdateUserPoolClient
+    would set them (it replaces every setting, so the others are passed back as they are)."""
+    for listed in cognito.list_user_pool_clients(UserPoolId=pool, MaxResults=60)["UserPoolClients"]:
+        client = cognito.describe_user_pool_client(UserPoolId=pool, ClientId=listed["ClientId"])["UserPoolClient"]
+        moved = {name: [_relocated(url, addresses) for url in client.get(name, [])]
+                 for name in ("CallbackURLs", "LogoutURLs")}
+        if all(moved[name] == client.get(name, []) for name in moved):
+            continue
+        settings = {k: v for k, v in client.items() if k not in (
+            "ClientSecret", "CreationDate", "LastModifiedDate", "UserPoolId", "ClientId")}
+        cognito.update_user_pool_client(UserPoolId=pool, ClientId=listed["ClientId"], **{**settings, **moved})
+
+
 def _pool(user_pool_id: str):
     """moto's user pool: its signing key and its register of refresh tokens (which global sign-out empties)."""
     from moto.cognitoidp.models import cognitoidp_backends
@@ -212,8 +234,8 @@ class Twin:
                                  api_function_concurrency=s.api_function_concurrency)
         (machine_role,) = self.deployment.state_machine_credentials.values()
         self._strict.act_as_state_machine(machine_role)
+        self._open_front_door()  # before the functions start: it relocates their AWS addresses
         self._runtime.warm_up()
-        self._open_front_door()
         self._relay.start()
         self._watcher = threading.Thread(target=self._watch_executions, name="twin-watcher", daemon=True)
         self._watcher.start()
@@ -251,14 +273,17 @@ class Twin:
 
     def _open_front_door(self) -> None:
         """The HTTP API and the user pool's domain (the token endpoint and managed login), which moto does not
-        serve (local/front_door); their addresses replace the stack's AWS ones in the outputs (ApiUrl, TokenUrl)."""
+        serve (local/front_door). Their local addresses replace the stack's AWS ones wherever the stack names
+        them: outputs (ApiUrl, TokenUrl, ReviewPageUrl), app clients' callback URLs, functions' environment."""
         s = self.settings
+        stack = self.deployment.stack
         jwks = JwksCache(lambda issuer: f"{self.url}/{issuer.rsplit('/', 1)[-1]}/.well-known/jwks.json")
+        addresses = {}
         for api_id in self.deployment.apis.values():
             gateway = Gateway(self.client("apigatewayv2"), api_id, self._runtime, jwks, ACCOUNT_ID)
             server = WsgiServer(gateway, s.api_port, name="twin-api")
             self._front_door.append(server)
-            self.outputs["ApiUrl"] = server.url
+            addresses[f"https://{api_id}.execute-api.{REGION}.amazonaws.com"] = server.url
         if "UserPoolId" in self.outputs:
             pool, cognito = self.outputs["UserPoolId"], self.client("cognito-idp")
             grants = UserGrants(signed_out=_pool(pool).refresh_tokens)
@@ -266,7 +291,15 @@ class Twin:
             server = WsgiServer(by_path({"/oauth2/token": token}, ManagedLogin(cognito, pool, grants)), s.auth_port,
                                 name="twin-auth")
             self._front_door.append(server)
-            self.outputs["TokenUrl"] = f"{server.url}/oauth2/token"
+            for domain in stack.of_type("AWS::Cognito::UserPoolDomain"):
+                addresses[f"https://{stack.physical_ids[domain]}.auth.{REGION}.amazoncognito.com"] = server.url
+            _relocate_app_clients(cognito, pool, addresses)
+        relocate = lambda value: _relocated(value, addresses)  # noqa: E731
+        self.deployment.outputs.update({name: relocate(value) for name, value in self.outputs.items()})
+        for function in self.deployment.functions.values():
+            pool = self._runtime.find(function.name)
+            pool.function = dataclasses.replace(
+                pool.function, environment={k: relocate(v) for k, v in pool.function.environment.items()})
 
     def _stepfunctions_as(self, role_arn: str):
         """A Step Functions client acting with temporary credentials of ``role_arn`` (an EventBridge target's)."""

@@ -4,7 +4,7 @@ One item per uploaded image, keyed by ``bucket`` (HASH) and ``key`` (RANGE), wri
 the state machine: ``outcome`` ("classified" | "needs_review" | "failed"), ``label`` (the
 model's), ``confidence`` (N), ``probabilities`` (S, JSON), ``reason`` (failed / needs_review),
 ``endpoint_name``, ``uploaded_at`` and ``recorded_at`` (ISO-8601), ``audit`` (a confident image
-sampled for review). A reviewer's decision (python -m review) turns needs_review into "reviewed"
+sampled for review). A reviewer's decision (on the review page) turns needs_review into "reviewed"
 or "rejected" (an audited image stays "classified") and adds ``human_label``, ``review_reason``,
 ``decided_at`` and ``waited_seconds``.
 """

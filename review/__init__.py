@@ -1,1 +1,4 @@
-"""The review page: people decide the photos the model is unsure of, and their decisions become ground truth."""
+"""Review operations: where the review page is, requeue, and who may review.
+
+The page and its API are the stack's own (functions/reviews, docs/review.md).
+"""

@@ -1,32 +1,25 @@
-"""python -m review: the review page for the photos the model is unsure of (and the audit sample).
+"""python -m review: where reviewers decide the photos the model is unsure of, and the review operations.
 
-    python -m review                      the page for the local twin (make local), on http://127.0.0.1:4592
-    python -m review --stack NAME         the page for a deployed stack (attach the stack's ReviewerPolicy)
+    python -m review                      the review page's address (the local twin's, or --stack NAME's)
     python -m review requeue [--dry-run]  send every undecided record's review message again
     python -m review add-reviewer NAME --email ADDRESS   let a person review (the reviewers group)
     python -m review remove-reviewer NAME [--delete]     take that right away again
+
+The page is served by the stack (ReviewPageUrl): reviewers open it in a browser and sign in with their user pool
+user; they need no AWS credentials and no Python. These commands are for operations leads (attach the stack's
+ReviewOperationsPolicy to their role on AWS).
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
-import logging
-import signal
 import sys
-import threading
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from client.target import REVIEW_PAGE_PORT, TWIN_PORT, Target, TargetError, stack, twin
-from review.decisions import Reviewer
-from review.ground_truth import GroundTruth
-from review.page import ReviewService, create_app
+from client.target import TWIN_PORT, Target, TargetError, stack, twin
 from review.requeue import requeue
 from review.reviewers import ReviewerError, add_reviewer, remove_reviewer
-from review.waiting import WaitingImages
-
-NEEDED_OUTPUTS = ("ReviewQueueUrl", "GroundTruthBucketName")
 
 
 def _where(parser: argparse.ArgumentParser, defaults: bool) -> None:
@@ -46,12 +39,6 @@ def parser() -> argparse.ArgumentParser:
                                   formatter_class=argparse.RawDescriptionHelpFormatter,
                                   epilog="\n".join(__doc__.splitlines()[2:]))
     _where(top, defaults=True)
-    top.add_argument("--host", default="127.0.0.1",
-                     help="address the page listens on (default 127.0.0.1: this machine only)")
-    top.add_argument("--page-port", type=int, default=REVIEW_PAGE_PORT,
-                     help=f"the page's port (default {REVIEW_PAGE_PORT})")
-    top.add_argument("--reviewer", default=getpass.getuser(),
-                     help="the name decisions are recorded under, until changed on the page (default: your login)")
     commands = top.add_subparsers(dest="command")
     again = commands.add_parser("requeue", help="send undecided records' review messages again",
                                 description="Send a review message for every record that still waits for a person "
@@ -77,30 +64,35 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     try:
         target = stack(args.stack, args.region, args.profile) if args.stack else twin(args.port)
         if args.command in ("add-reviewer", "remove-reviewer"):
             return _reviewers(target, args)
-        missing = [name for name in NEEDED_OUTPUTS if name not in target.outputs]
-        if missing:
-            raise TargetError(f"{target.description} has no {', '.join(missing)}: deploy this version of "
-                              "template.yaml (make deploy), or restart make local")
         if args.command == "requeue":
+            if "ReviewQueueUrl" not in target.outputs:
+                raise TargetError(f"{target.description} has no ReviewQueueUrl: deploy this version of "
+                                  "template.yaml (make deploy), or restart make local")
             sent = requeue(target.client("dynamodb"), target.client("sqs"), target.table,
                            target.outputs["ReviewQueueUrl"], dry_run=args.dry_run, log=print)
             print(f"{'would send' if args.dry_run else 'sent'} {sent} review messages")
             return 0
-        return serve(target, args.host, args.page_port, args.reviewer)
+        return _where_the_page_is(target)
     except (TargetError, ReviewerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (ClientError, BotoCoreError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("\nstopped", file=sys.stderr)
-        return 130
+
+
+def _where_the_page_is(target: Target) -> int:
+    url = target.outputs.get("ReviewPageUrl")
+    if not url:
+        raise TargetError(f"{target.description} names no ReviewPageUrl: deploy this version of template.yaml "
+                          "(make deploy), or restart make local")
+    print(f"the review page of {target.description}: {url}\n"
+          "reviewers sign in there with their user (python -m review add-reviewer NAME --email ADDRESS adds one)")
+    return 0
 
 
 def _reviewers(target: Target, args: argparse.Namespace) -> int:
@@ -119,39 +111,6 @@ def _reviewers(target: Target, args: argparse.Namespace) -> int:
         print(f"{args.user} is a reviewer on {target.description}; Cognito has e-mailed a temporary password to "
               f"{args.email} (they choose their own at first sign-in)")
     return 0
-
-
-def serve(target: Target, host: str, port: int, reviewer: str) -> int:
-    from waitress import create_server
-
-    sqs = target.client("sqs")
-    waiting = WaitingImages(sqs, target.outputs["ReviewQueueUrl"], on_unreadable=logging.getLogger("review").warning)
-    decisions = Reviewer(target.client("dynamodb"), target.client("events"), target.client("cloudwatch"),
-                         target.table, GroundTruth(target.client("s3"), target.outputs["GroundTruthBucketName"]))
-    service = ReviewService(waiting, decisions, target.client("s3"), target.description)
-    service.refresh(force=True)
-    hosts = sorted({host, "127.0.0.1", "localhost"}) if host not in ("0.0.0.0", "::") else None
-    app = create_app(service, reviewer, trusted_hosts=[f"{h}:{port}" for h in hosts] + hosts if hosts else None)
-    server = create_server(app, host=host, port=port, threads=4)
-    stop = threading.Event()
-    service.keep_fresh(stop)
-    print(f"review page for {target.description}: http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
-          f"  ({len(waiting.images())} waiting; Ctrl-C stops)", flush=True)
-    # `kill` stops the page like Ctrl-C does: the held messages go back to the queue.
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        server.run()
-    finally:
-        stop.set()
-        server.close()
-        held = len(waiting.images())
-        waiting.release()
-        print(f"gave {held} undecided images back to the review queue", flush=True)
-    return 0
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@
     python -m training stage-data --from-manifest s3://<ground-truth-bucket>/manifest/ --out data/reviewed
     python -m training stage-data --from-table <results-table> --out data/reviewed
 
-Reviewers' decisions (python -m review) stage as training data only: --from-manifest reads the Ground
-Truth augmented manifest the review page writes, --from-table the results table's human labels (the
+Reviewers' decisions (the review page) stage as training data only: --from-manifest reads the Ground
+Truth augmented manifest the review function writes, --from-table the results table's human labels (the
 intake photos they name, where they still exist). Both write {out}/train/{class}/*.png and mark the
 folder REVIEWED_MARKER: `training.train --reviewed-dir {out}/train` adds them to the training part
 only, and training.evaluate refuses a marked folder, so a reviewed image never scores a model.
@@ -50,6 +50,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .preprocess import REVIEWED_MARKER
 from .s3_uri import S3UriError, parse_s3_uri
+
+# The Ground Truth augmented manifest's label attribute, as the review function writes it
+# (functions/reviews/ground_truth.py: LABEL_ATTRIBUTE); a test stages what the review API wrote.
+METADATA_ATTRIBUTE = "vehicle-class-metadata"
 
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 # Published on https://www.cs.toronto.edu/~kriz/cifar.html for the python version.
@@ -335,8 +339,6 @@ def read_reviewed(lines: Iterable[dict], fetch, counts: ReviewedCounts,
                   classes: tuple[str, ...] = tuple(FINE_CLASSES.values())) -> Iterator[Example]:
     """Examples (split train) from Ground Truth manifest lines; ``fetch(source_ref)`` returns the image's
     bytes, or None when it no longer exists."""
-    from review.ground_truth import METADATA_ATTRIBUTE
-
     for number, line in enumerate(lines):
         name = (line.get(METADATA_ATTRIBUTE) or {}).get("class-name")
         if name not in classes:
@@ -358,11 +360,20 @@ def read_reviewed(lines: Iterable[dict], fetch, counts: ReviewedCounts,
         yield Example("train", name, classes.index(name), number, f"{stem}.png", np.asarray(rgb))
 
 
+def read_manifest(s3, bucket: str, prefix: str) -> Iterator[dict]:
+    """Every line of every manifest object under ``prefix``, in key order (S3 objects cannot be appended to,
+    so the review function writes one object per decision: functions/reviews/ground_truth.py)."""
+    import json
+
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            text = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().decode()
+            yield from (json.loads(line) for line in text.splitlines() if line.strip())
+
+
 def manifest_lines(source: str, s3) -> Iterator[dict]:
     """The lines of a manifest: s3://bucket/prefix (every object below it), a .jsonl file, or a folder of them."""
     import json
-
-    from review.ground_truth import read_manifest
 
     if source.startswith("s3://"):
         bucket, prefix = parse_s3_uri(source)
@@ -379,7 +390,6 @@ def manifest_lines(source: str, s3) -> Iterator[dict]:
 def table_lines(table: str, dynamodb) -> list[dict]:
     """The results table's decided records as manifest lines naming the intake photo."""
     from client.results import scan_results
-    from review.ground_truth import METADATA_ATTRIBUTE
 
     return [{"source-ref": f"s3://{r['bucket']}/{r['key']}", METADATA_ATTRIBUTE: {"class-name": r["human_label"]}}
             for r in scan_results(dynamodb, table) if r.get("human_label")]

@@ -1,21 +1,22 @@
-"""The review page end to end: uploads on the twin, `python -m review` as a user starts it, a real headless
-Chromium (Debian's, driven by Playwright) working through the queue with the keyboard; then the records,
-dispatch events, queue, ground-truth manifest and metrics are checked with boto3."""
+"""The review page end to end, as the stack serves it: uploads on the twin, reviewers added with
+`python -m review add-reviewer`, a real headless Chromium (Debian's, driven by Playwright) signing in through
+managed login and working through the queue with the keyboard; then the records, dispatch events, queue,
+ground-truth manifest and metrics are checked with boto3. A second reviewer racing for a photo, a signed-in
+non-reviewer and a signed-out browser see what they should. Screenshots go to build/screenshots/."""
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
-import subprocess
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from local.twin import ROOT, Twin, TwinSettings, free_port
-from review.ground_truth import read_manifest
+from review.__main__ import main as review_main
+from review.requeue import requeue
+from sign_in_helpers import TEMPORARY
+from training.stage_data import read_manifest
 from twin_helpers import SAMPLES, sample, subscribe_to_dispatch, wait_for
 
 pytestmark = pytest.mark.slow
@@ -59,19 +60,45 @@ def uploads(twin, dispatch) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def page_url(twin, uploads):
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "review", "--port", str(twin.settings.port), "--page-port", str(port),
-         "--reviewer", "Ana Tester"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    first_line = process.stdout.readline()
-    assert "review page for the local twin" in first_line, first_line + process.stdout.read()
-    yield re.search(r"http://127\.0\.0\.1:\d+/", first_line).group(0)
-    process.terminate()
-    out, _ = process.communicate(timeout=20)
-    assert process.returncode == 0, out
-    assert "back to the review queue" in out
+def page_url(twin, uploads) -> str:
+    return twin.outputs["ReviewPageUrl"]
+
+
+@pytest.fixture(scope="module")
+def reviewers(twin) -> dict[str, str]:
+    """ana and ben added as an operations lead adds them, and carl, a user who is no reviewer: {name: password}."""
+    people = {}
+    for name in ("ana", "ben"):
+        assert review_main(["add-reviewer", name, "--email", f"{name}@example.com", "--port",
+                            str(twin.settings.port)]) == 0
+        people[name] = _set_password(twin, name)
+    twin.client("cognito-idp").admin_create_user(UserPoolId=twin.outputs["UserPoolId"], Username="carl",
+                                                 MessageAction="SUPPRESS", TemporaryPassword=TEMPORARY)
+    people["carl"] = _set_password(twin, "carl")
+    return people
+
+
+def _set_password(twin, name: str) -> str:
+    # The first sign-in's new-password form is covered in test_front_door_sign_in; here each person has theirs.
+    password = f"{name.title()}-chose-1t"
+    twin.client("cognito-idp").admin_set_user_password(UserPoolId=twin.outputs["UserPoolId"], Username=name,
+                                                       Password=password, Permanent=True)
+    return password
+
+
+def _sign_in(browser, page_url: str, name: str, password: str, **context):
+    """A fresh browser (no session) opening the page and signing in through managed login as ``name``."""
+    page = browser.new_context(**context).new_page()
+    page.goto(page_url)
+    page.click("#sign-in")
+    page.wait_for_selector("input[name=username]")
+    page.fill("input[name=username]", name)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(page_url)
+    # Selectors, not wait_for_function: they work under the page's Content-Security-Policy (no eval).
+    page.wait_for_selector("#who:text-matches('^Signed in as'), #status:has-text('not a reviewer')")
+    return page
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +129,9 @@ def _waiting_records(twin) -> list[dict]:
 
 
 def _metric_sum(twin, name: str) -> float:
-    now = datetime.now(timezone.utc)
-    points = twin.client("cloudwatch").get_metric_statistics(
-        Namespace="SconesUnlimited/VehicleClassifier", MetricName=name, Period=3600, Statistics=["Sum"],
-        StartTime=now - timedelta(hours=1), EndTime=now + timedelta(minutes=5),
-        Dimensions=[{"Name": "EndpointName", "Value": twin.endpoint_name}, {"Name": "service", "Value": "vehicle-classifier"}])
-    return sum(p["Sum"] for p in points["Datapoints"])
+    """What the review function counted (EMF documents in its log, as CloudWatch reads them)."""
+    return sum(sum(doc[name]) if isinstance(doc[name], list) else doc[name] for doc in twin.metrics
+               if name in doc and doc.get("EndpointName") == twin.endpoint_name and doc.get("service") == "vehicle-classifier")
 
 
 def _queue_depth(twin) -> int:
@@ -116,7 +140,29 @@ def _queue_depth(twin) -> int:
     return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
 
-def test_a_reviewer_resolves_every_waiting_photo_with_the_keyboard(twin, uploads, dispatch, page_url, browser):
+def test_signed_out_the_page_lists_nothing_and_offers_to_sign_in(twin, uploads, page_url, browser):
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    response = page.goto(page_url)
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    page.wait_for_selector("#status:text-matches('^Signed out')")
+    assert page.is_visible("#sign-in") and not page.is_visible("#sign-out")
+    assert page.locator("#queue li").count() == 0 and not page.is_visible("#current")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "review-signed-out.png"))
+
+
+def test_a_signed_in_person_who_is_no_reviewer_is_told_so_and_shown_nothing(twin, uploads, page_url, browser,
+                                                                             reviewers):
+    page = _sign_in(browser, page_url, "carl", reviewers["carl"], viewport={"width": 1280, "height": 900})
+    status = page.text_content("#status")
+    assert status == ("carl is signed in but not a reviewer: an operations lead adds reviewers to the reviewers "
+                      "group"), status
+    assert page.locator("#queue li").count() == 0 and not page.is_visible("#current")
+    page.screenshot(path=str(SCREENSHOTS / "review-not-a-reviewer.png"))
+
+
+def test_a_reviewer_signs_in_and_resolves_every_waiting_photo_with_the_keyboard(twin, uploads, dispatch, page_url,
+                                                                                 browser, reviewers):
     waiting = {r["key"]: r for r in _waiting_records(twin)}
     audited = {k for k, r in waiting.items() if r["outcome"] == "classified"}
     unsure = set(waiting) - audited
@@ -124,14 +170,15 @@ def test_a_reviewer_resolves_every_waiting_photo_with_the_keyboard(twin, uploads
 
     # Without the page's Content-Security-Policy (Playwright's waits evaluate script; and so the check below
     # proves the page escapes the key itself, not merely that the policy blocks what slipped through).
-    page = browser.new_context(bypass_csp=True, viewport={"width": 1280, "height": 900}).new_page()
+    page = _sign_in(browser, page_url, "ana", reviewers["ana"], bypass_csp=True,
+                    viewport={"width": 1280, "height": 900})
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    page.goto(page_url)
+    assert page.text_content("#who") == "Signed in as ana"
     page.wait_for_selector("#current:not([hidden])")
-    page.wait_for_function(f"document.querySelectorAll('#queue li').length === {len(waiting)}")
-    assert page.text_content("#summary").startswith(f"{len(waiting)} waiting, oldest ")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    listed = min(len(waiting), 10)  # a reviewer's list holds 10 at once; it tops up as they decide
+    page.wait_for_function(f"document.querySelectorAll('#queue li').length === {listed}")
+    assert page.text_content("#summary").startswith(f"{listed} on your list")
     page.wait_for_function("document.getElementById('photo').complete")
     page.screenshot(path=str(SCREENSHOTS / "review-desktop.png"))
     page.set_viewport_size({"width": 390, "height": 844})
@@ -144,7 +191,7 @@ def test_a_reviewer_resolves_every_waiting_photo_with_the_keyboard(twin, uploads
         key = page.text_content("#key")
         label = uploads[key]
         if key == DELETED_KEY:  # the page says the photo is gone; the reviewer rejects it
-            page.wait_for_function("document.getElementById('photo-note').textContent.includes('cannot be shown')")
+            page.wait_for_function("document.getElementById('photo-note').textContent.includes('deleted')")
         page.keyboard.press({"bicycle": "b", "motorcycle": "m", "unusable": "u"}[label])
         _wait_for_status(page, key)
         assert "(" in page.text_content("#status"), page.text_content("#status")  # "key: label (outcome)"
@@ -152,6 +199,9 @@ def test_a_reviewer_resolves_every_waiting_photo_with_the_keyboard(twin, uploads
         assert len(decided) <= len(waiting), "the page keeps offering decided photos"
         # The decided photo is off the screen as soon as its answer shows.
         assert page.is_visible("#empty") or page.text_content("#key") != key
+        if page.is_visible("#empty") and len(decided) < len(waiting):
+            page.keyboard.press("r")  # the list tops up from the queue
+            page.wait_for_selector("#current:not([hidden])")
     seconds = time.monotonic() - started
 
     assert not page.is_visible("#current")  # nothing left on screen to decide
@@ -163,7 +213,7 @@ def test_a_reviewer_resolves_every_waiting_photo_with_the_keyboard(twin, uploads
     records = {r["key"]: r for r in twin.results()}
     for key in unsure:
         record = records[key]
-        assert record["human_label"] == uploads[key] and record["reviewer"] == "Ana Tester", key
+        assert record["human_label"] == uploads[key] and record["reviewer"] == "ana", key
         assert record["outcome"] == ("rejected" if uploads[key] == "unusable" else "reviewed"), key
         assert record["decided_by"] == "person" and record["waited_seconds"] > 0 and record["effects_done_at"]
     for key in audited:
@@ -177,12 +227,13 @@ def test_a_reviewer_resolves_every_waiting_photo_with_the_keyboard(twin, uploads
     for event in people:
         label = uploads[event["detail"]["key"]]
         assert event["detail-type"] == ("Photo Rejected" if label == "unusable" else "Vehicle Classified")
-        assert event["detail"]["label"] == label
+        assert event["detail"]["label"] == label and event["detail"]["reviewer"] == "ana"
 
-    lines = list(read_manifest(twin.client("s3"), twin.outputs["GroundTruthBucketName"]))
+    lines = list(read_manifest(twin.client("s3"), twin.outputs["GroundTruthBucketName"], "manifest/"))
     # Every decision but the one on the deleted photo adds a labelled image.
     assert sorted(line["vehicle-class-metadata"]["original-source-ref"].split("/", 3)[3] for line in lines) == \
         sorted(set(decided) - {DELETED_KEY})
+    assert {line["vehicle-class-metadata"]["reviewer"] for line in lines} == {"ana"}
     assert _queue_depth(twin) == 0
     assert _metric_sum(twin, "ReviewDecisions") == len(decided)
     assert _metric_sum(twin, "AuditDecisions") == len(audited)
@@ -192,43 +243,38 @@ def test_a_reviewer_resolves_every_waiting_photo_with_the_keyboard(twin, uploads
           f"{len(audited)}); {len(people)} dispatch events by a person; {len(lines)} manifest lines")
 
 
-def test_two_reviewers_on_one_photo_one_wins_and_the_other_is_told(twin, uploads, page_url, browser):
+def test_two_reviewers_racing_for_one_photo_one_wins_and_the_other_gets_the_409(twin, uploads, page_url, browser,
+                                                                                 reviewers):
     key = "race/unsure.png"
     twin.client("s3").put_object(Bucket=twin.outputs["IntakeBucketName"], Key=key, Body=sample("bicycle", 0).read_bytes())
     assert wait_for(twin, {key})[key]["outcome"] == "needs_review"
-    screens = []
-    for name in ("Ana", "Ben"):
-        page = browser.new_context(bypass_csp=True).new_page()
-        page.goto(page_url)
-        page.fill("#reviewer", name)
-        page.press("#reviewer", "Enter")
-        page.wait_for_function("key => document.getElementById('key').textContent === key", arg=key, timeout=20000)
-        screens.append(page)
+    screens = {"ana": _sign_in(browser, page_url, "ana", reviewers["ana"], bypass_csp=True)}
+    # A second copy of its review message (python -m review requeue): ben's list gets the photo too.
+    requeue(twin.client("dynamodb"), twin.client("sqs"), twin.outputs["ResultsTableName"], twin.outputs["ReviewQueueUrl"])
+    # Ben's browser keeps the page's Content-Security-Policy: sign-in, the list and the preview work under it.
+    screens["ben"] = _sign_in(browser, page_url, "ben", reviewers["ben"], viewport={"width": 1280, "height": 900})
+    for page in screens.values():
+        page.wait_for_selector(f"#key:text-is('{key}')", timeout=20000)
+    assert screens["ben"].locator("#photo").evaluate("img => img.complete && img.naturalWidth") > 0
 
-    screens[0].keyboard.press("b")
-    screens[1].keyboard.press("m")
-    for page in screens:
-        _wait_for_status(page, key)
-    statuses = dict(zip(("Ana", "Ben"), (page.text_content("#status") for page in screens)))
-    # The two decisions race to the server: either may win, exactly one does, and the other is told who.
-    won = {"Ana": f"{key}: bicycle (reviewed)", "Ben": f"{key}: motorcycle (reviewed)"}
-    winners = [name for name, status in statuses.items() if status == won[name]]
-    assert len(winners) == 1, statuses
-    (winner,) = winners
-    (loser,) = {"Ana", "Ben"} - {winner}
-    assert f"already decided by {winner}" in statuses[loser], statuses
+    screens["ana"].keyboard.press("b")
+    _wait_for_status(screens["ana"], key)
+    screens["ben"].keyboard.press("m")
+    screens["ben"].wait_for_selector(f"#status:text-matches('^{key}: ')")
+    assert screens["ana"].text_content("#status") == f"{key}: bicycle (reviewed)"
+    assert screens["ben"].text_content("#status").startswith(f"{key}: already decided by ana at ")
+    screens["ben"].screenshot(path=str(SCREENSHOTS / "review-conflict.png"))
     record = {r["key"]: r for r in twin.results()}[key]
-    assert record["reviewer"] == winner and record["human_label"] == {"Ana": "bicycle", "Ben": "motorcycle"}[winner]
-    assert _queue_depth(twin) == 0
+    assert record["reviewer"] == "ana" and record["human_label"] == "bicycle"
 
 
-def test_the_page_refuses_a_decision_without_its_csrf_token(page_url, browser):
-    page = browser.new_page()
-    response = page.goto(page_url)
-    assert "script-src 'self'" in response.headers["content-security-policy"]
-    answer = page.evaluate("""async () => {
-        const r = await fetch('/api/decisions', {method: 'POST', headers: {'Content-Type': 'application/json'},
-                                                  body: JSON.stringify({id: 'x', label: 'bicycle', reviewer: 'eve'})});
-        return [r.status, await r.text()];
-    }""")
-    assert answer[0] == 400 and "CSRF" in answer[1]
+def test_signing_out_ends_the_session_and_lists_nothing(twin, uploads, page_url, browser, reviewers):
+    page = _sign_in(browser, page_url, "ana", reviewers["ana"])
+    page.click("#sign-out")
+    page.wait_for_url(page_url)
+    page.wait_for_selector("#status:text-matches('^Signed out')")
+    assert page.locator("#queue li").count() == 0 and page.is_visible("#sign-in")
+    assert page.evaluate("sessionStorage.length") == 0
+    # Managed login's session ended too: signing in again asks for the password.
+    page.click("#sign-in")
+    page.wait_for_selector("input[name=password]")

@@ -19,7 +19,7 @@ def serialize_role(twin) -> str:
 def test_each_function_runs_with_temporary_credentials_of_its_own_role(twin):
     functions = twin.deployment.functions
     assert set(functions) == {"SerializeImageFunction", "ClassifyImageFunction", "FilterInferenceFunction",
-                              "SubmitPhotoFunction", "PhotoStatusFunction"}
+                              "SubmitPhotoFunction", "PhotoStatusFunction", "ReviewsFunction"}
     for logical_id, function in functions.items():
         assert function.credentials["AWS_ACCESS_KEY_ID"].startswith("ASIA"), logical_id
     keys = {f["AWS_ACCESS_KEY_ID"] for f in (fn.credentials for fn in functions.values())}
@@ -153,21 +153,21 @@ def test_uploads_start_executions_with_the_rules_role(twin):
     assert wait_for(twin, {"iam/unstarted.png"})["iam/unstarted.png"]["outcome"] in ("classified", "needs_review")
 
 
-def test_a_reviewer_with_the_reviewer_policy_can_requeue_and_no_more(twin):
-    """`make requeue` (python -m review requeue), which the README and the review dead-letter alarm give reviewers,
-    run with the credentials of a role holding only the stack's ReviewerPolicy, as a reviewer's would be."""
+def test_an_operations_lead_with_the_review_operations_policy_can_requeue_and_no_more(twin):
+    """`make requeue` (python -m review requeue), which the README and the review dead-letter alarm point to, run
+    with the credentials of a role holding only the stack's ReviewOperationsPolicy, as an operations lead's would be."""
     import boto3
     from botocore.exceptions import ClientError
 
     from review.requeue import requeue
 
     iam = twin.client("iam")
-    document = twin.deployment.stack.properties("ReviewerPolicy")["PolicyDocument"]
-    policy = iam.create_policy(PolicyName="reviewers", PolicyDocument=json.dumps(document))["Policy"]["Arn"]
+    document = twin.deployment.stack.properties("ReviewOperationsPolicy")["PolicyDocument"]
+    policy = iam.create_policy(PolicyName="review-operations", PolicyDocument=json.dumps(document))["Policy"]["Arn"]
     trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                                                      "Principal": {"AWS": "arn:aws:iam::123456789012:root"}}]}
-    role = iam.create_role(RoleName="reviewer", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
-    iam.attach_role_policy(RoleName="reviewer", PolicyArn=policy)
+    role = iam.create_role(RoleName="review-operations", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    iam.attach_role_policy(RoleName="review-operations", PolicyArn=policy)
     credentials = twin.client("sts").assume_role(RoleArn=role, RoleSessionName="ana")["Credentials"]
     as_reviewer = lambda service: boto3.client(  # noqa: E731
         service, endpoint_url=twin.url, region_name="us-east-1", aws_access_key_id=credentials["AccessKeyId"],
@@ -181,10 +181,15 @@ def test_a_reviewer_with_the_reviewer_policy_can_requeue_and_no_more(twin):
     again = [m for m in queue_messages(twin, "ReviewQueueUrl", 100, timeout=5, take=False) if m["body"]["key"] == key]
     assert len({m["MessageId"] for m in again}) == 2  # the state machine's message and requeue's
 
-    # The policy grants what the page and requeue need on their own resources, nothing else.
+    # The policy grants what requeue and onboarding need on their own resources, nothing else: no decisions.
     with pytest.raises(ClientError) as refused:
         as_reviewer("dynamodb").delete_item(TableName=table, Key={"bucket": {"S": twin.outputs["IntakeBucketName"]},
                                                                    "key": {"S": key}})
+    assert refused.value.response["Error"]["Code"] == "AccessDeniedException"
+    with pytest.raises(ClientError) as refused:  # decisions are the review page's, under a reviewer's own name
+        as_reviewer("dynamodb").update_item(
+            TableName=table, Key={"bucket": {"S": twin.outputs["IntakeBucketName"]}, "key": {"S": key}},
+            UpdateExpression="SET reviewer = :r", ExpressionAttributeValues={":r": {"S": "forged"}})
     assert refused.value.response["Error"]["Code"] == "AccessDeniedException"
     with pytest.raises(ClientError) as refused:
         as_reviewer("sqs").send_message(QueueUrl=twin.outputs["RecordDeadLetterQueueUrl"], MessageBody="{}")

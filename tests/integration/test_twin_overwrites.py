@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import uuid
 
 import pytest
+import requests
 
+from sign_in_helpers import reviewer_token
 from twin_helpers import put, queue_messages, sample, subscribe_to_dispatch, wait_for, wait_until
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
@@ -108,23 +109,19 @@ def test_a_direct_input_records_a_new_key_but_never_replaces_an_uploads_record(t
 def test_a_repeated_execution_of_a_decided_upload_leaves_the_decision_and_announces_nothing(twin):
     """Asynchronous Express executions are at-least-once: the same upload's execution may run again after a
     person decided its photo. It must neither replace the decision nor send the photo to review again."""
-    from review.decisions import Reviewer
-    from review.ground_truth import GroundTruth
-    from review.waiting import WaitingImage
-
     key = "overwrites/decided.png"
     put(twin, key, sample("bicycle", 0).read_bytes())  # the model says 0.85: sent to review
     waiting = wait_for(twin, {key})[key]
     assert waiting["outcome"] == "needs_review"
-    # left on the queue (a receive that does not hide it may return it more than once)
-    (message,) = {m["MessageId"]: m for m in queue_messages(twin, "ReviewQueueUrl", 100, timeout=5, take=False)
-                  if m["body"]["key"] == key}.values()
-    reviewer = Reviewer(twin.client("dynamodb"), twin.client("events"), twin.client("cloudwatch"),
-                        twin.outputs["ResultsTableName"],
-                        GroundTruth(twin.client("s3"), twin.outputs["GroundTruthBucketName"]))
-    reviewer.decide(WaitingImage.from_message(message, time.time()), "motorcycle", "Ana Tester")
+    # Ana decides it on the review API, as the page does.
+    token, api = reviewer_token(twin, "ana"), twin.outputs["ApiUrl"]
+    listed = requests.get(f"{api}/reviews", headers={"Authorization": f"Bearer {token}"}, timeout=30).json()["items"]
+    (photo,) = [item for item in listed if item["key"] == key]
+    answer = requests.post(f"{api}/reviews/{photo['id']}", json={"label": "motorcycle"},
+                           headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert answer.status_code == 200, answer.text
     decided = record_of(twin, key)
-    assert (decided["outcome"], decided["human_label"], decided["reviewer"]) == ("reviewed", "motorcycle", "Ana Tester")
+    assert (decided["outcome"], decided["human_label"], decided["reviewer"]) == ("reviewed", "motorcycle", "ana")
 
     dispatched = subscribe_to_dispatch(twin, "repeat-dispatch")
     repeat = upload_event(twin, json.loads(waiting["upload"]))  # the same input, started twice

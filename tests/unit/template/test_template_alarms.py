@@ -142,11 +142,12 @@ def test_alarm_metrics_are_the_ones_the_functions_emit(deployed, function_source
     assert {"LowConfidence", "Classified", "Predictions", "EndpointErrors", "AuditDecisions", "AuditAgreements"} <= checked
 
 
-def test_the_review_page_publishes_under_the_alarms_namespace_and_dimensions(stack, repo):
-    from review import decisions
+def test_the_review_function_publishes_under_the_alarms_namespace_and_dimensions(stack, repo, monkeypatch):
+    import importlib
 
-    (function,) = [stack.properties(lid) for lid in stack.of_type("AWS::Lambda::Function")][:1]
-    variables = function["Environment"]["Variables"]
+    monkeypatch.syspath_prepend(str(repo / "functions" / "reviews"))
+    decisions = importlib.import_module("decisions")
+    variables = stack.properties("ReviewsFunction")["Environment"]["Variables"]
     assert decisions.METRICS_NAMESPACE == variables["POWERTOOLS_METRICS_NAMESPACE"] == APP_NAMESPACE
     assert decisions.SERVICE == variables["POWERTOOLS_SERVICE_NAME"]
     assert decisions.EVENT_SOURCE == stack.outputs["ClassifiedEventSource"]["Value"]

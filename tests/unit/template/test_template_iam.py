@@ -164,55 +164,74 @@ def test_rule_role_may_only_start_this_state_machine(stack, logical_id_of):
     assert _statements(role) == [("Allow", ["states:StartExecution"], [stack.ref("ClassifierStateMachine")])]
 
 
-# The AWS API calls the review page makes (client method -> IAM action), read from its code below.
+# The AWS API calls the review function and the review operations make (client method -> IAM action), read from
+# their code below.
 REVIEW_ACTIONS = {
-    "receive_message": "sqs:ReceiveMessage", "change_message_visibility_batch": "sqs:ChangeMessageVisibility",
+    "receive_message": "sqs:ReceiveMessage", "change_message_visibility": "sqs:ChangeMessageVisibility",
     "delete_message": "sqs:DeleteMessage", "get_queue_attributes": "sqs:GetQueueAttributes",
-    "get_item": "dynamodb:GetItem", "update_item": "dynamodb:UpdateItem", "get_object": "s3:GetObject",
-    "put_object": "s3:PutObject", "put_events": "events:PutEvents", "put_metric_data": "cloudwatch:PutMetricData",
+    "get_item": "dynamodb:GetItem", "update_item": "dynamodb:UpdateItem", "query": "dynamodb:Query",
+    "put_item": "dynamodb:PutItem", "delete_item": "dynamodb:DeleteItem", "get_object": "s3:GetObject",
+    "put_object": "s3:PutObject", "put_events": "events:PutEvents",
     "describe_stacks": "cloudformation:DescribeStacks", "send_message": "sqs:SendMessage", "scan": "dynamodb:Scan",
+    "admin_create_user": "cognito-idp:AdminCreateUser", "admin_add_user_to_group": "cognito-idp:AdminAddUserToGroup",
+    "admin_remove_user_from_group": "cognito-idp:AdminRemoveUserFromGroup",
+    "admin_user_global_sign_out": "cognito-idp:AdminUserGlobalSignOut", "admin_delete_user": "cognito-idp:AdminDeleteUser",
 }
-CLIENT_NAMES = {"_sqs", "_dynamodb", "_s3", "_events", "_cloudwatch", "s3", "sqs"}
+CLIENT_NAMES = {"_sqs", "_dynamodb", "_s3", "_events", "s3", "sqs", "cognito"}
 
 
-def _review_page_calls(repo) -> set[str]:
-    """Client methods called by the page's modules and by requeue, which the README and the review dead-letter
-    alarm give reviewers (not read_manifest's: a training tool, run with the operator's own permissions)."""
+def _calls(files) -> set[str]:
+    """Client methods called in ``files`` (generate_presigned_url signs locally: a call of no API)."""
     import ast
 
     calls = set()
-    for name in ("waiting.py", "decisions.py", "ground_truth.py", "page.py", "requeue.py"):
-        tree = ast.parse((repo / "review" / name).read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.FunctionDef) and node.name == "read_manifest":
-                node.body = []
-        for node in ast.walk(tree):
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                 owner = node.func.value
                 owner_name = owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", "")
-                if owner_name in CLIENT_NAMES:
+                if owner_name in CLIENT_NAMES and node.func.attr != "generate_presigned_url":
                     calls.add(node.func.attr)
             if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "scan_results":
                 calls.add("scan")  # client.results.scan_results pages through a Scan
-    return calls | {"describe_stacks"}  # client.target.stack finds the stack's outputs
+    return calls
 
 
-def test_reviewer_policy_grants_exactly_what_the_review_page_calls(stack, repo):
-    calls = _review_page_calls(repo)
-    assert calls <= set(REVIEW_ACTIONS), f"review page calls unmapped APIs: {calls - set(REVIEW_ACTIONS)}"
-    policy = stack.properties("ReviewerPolicy")["PolicyDocument"]["Statement"]
-    granted = {action for statement in policy for action in _as_list(statement["Action"])}
-    assert all(statement["Effect"] == "Allow" for statement in policy)
-    # ListBucket: a deleted image answers 404, not 403.
-    assert granted == {REVIEW_ACTIONS[c] for c in calls} | {"s3:ListBucket"}
-    by_action = {action: statement for statement in policy for action in _as_list(statement["Action"])}
-    assert by_action["sqs:DeleteMessage"]["Resource"] == stack.get_att("ReviewQueue", "Arn")
-    assert by_action["sqs:SendMessage"]["Resource"] == stack.get_att("ReviewQueue", "Arn")
-    assert by_action["dynamodb:UpdateItem"]["Resource"] == stack.get_att("ResultsTable", "Arn")
-    assert by_action["dynamodb:Scan"]["Resource"] == stack.get_att("ResultsTable", "Arn")
-    assert by_action["s3:GetObject"]["Resource"] == f"{stack.get_att('IntakeBucket', 'Arn')}/*"
-    assert by_action["s3:PutObject"]["Resource"] == f"{stack.get_att('GroundTruthBucket', 'Arn')}/*"
-    assert by_action["cloudformation:DescribeStacks"]["Resource"] == stack.resolve({"Ref": "AWS::StackId"})
-    assert by_action["cloudwatch:PutMetricData"]["Condition"] == {
-        "StringEquals": {"cloudwatch:namespace": "SconesUnlimited/VehicleClassifier"}}
-    assert "ReviewerPolicyArn" in stack.outputs
+def _granted(statements: list[tuple[str, list[str], list[str]]]) -> dict[str, list]:
+    by_action: dict[str, list] = {}
+    for effect, actions, resources in statements:
+        assert effect == "Allow"
+        for action in actions:
+            by_action.setdefault(action, []).extend(resources)
+    return by_action
+
+
+def test_the_review_functions_role_grants_exactly_what_it_calls(stack, logical_id_of, repo):
+    calls = _calls(sorted((repo / "functions" / "reviews").glob("*.py")))
+    assert calls <= set(REVIEW_ACTIONS), f"the review function calls unmapped APIs: {calls - set(REVIEW_ACTIONS)}"
+    granted = _granted(_function_role(stack, logical_id_of, "ReviewsFunction"))
+    # ListBucket: a deleted photo answers 404, not 403; a preview URL carries the role's GetObject.
+    assert set(granted) == {REVIEW_ACTIONS[c] for c in calls} | {"s3:ListBucket"}
+    intake, previews = stack.get_att("IntakeBucket", "Arn"), stack.get_att("ReviewPreviewsBucket", "Arn")
+    assert sorted(granted["s3:GetObject"]) == sorted([f"{intake}/*", f"{previews}/*"])
+    assert sorted(granted["s3:PutObject"]) == sorted([f"{previews}/*", f"{stack.get_att('GroundTruthBucket', 'Arn')}/*"])
+    assert granted["sqs:DeleteMessage"] == [stack.get_att("ReviewQueue", "Arn")]
+    assert granted["dynamodb:UpdateItem"] == [stack.get_att("ResultsTable", "Arn")]
+    assert granted["dynamodb:PutItem"] == granted["dynamodb:DeleteItem"] == granted["dynamodb:Query"] == \
+        [stack.get_att("ReviewLeasesTable", "Arn")]
+    assert "sqs:SendMessage" not in granted and "dynamodb:Scan" not in granted
+
+
+def test_the_review_operations_policy_grants_exactly_what_requeue_and_onboarding_call(stack, repo):
+    calls = _calls([repo / "review" / "requeue.py", repo / "review" / "reviewers.py"]) | {"describe_stacks"}
+    assert calls <= set(REVIEW_ACTIONS), f"review operations call unmapped APIs: {calls - set(REVIEW_ACTIONS)}"
+    granted = _granted([(st["Effect"], _as_list(st["Action"]), _as_list(st["Resource"]))
+                        for st in stack.properties("ReviewOperationsPolicy")["PolicyDocument"]["Statement"]])
+    assert set(granted) == {REVIEW_ACTIONS[c] for c in calls}
+    assert granted["sqs:SendMessage"] == [stack.get_att("ReviewQueue", "Arn")]
+    assert granted["dynamodb:Scan"] == [stack.get_att("ResultsTable", "Arn")]
+    assert granted["cloudformation:DescribeStacks"] == [stack.resolve({"Ref": "AWS::StackId"})]
+    for action in granted:
+        if action.startswith("cognito-idp:"):
+            assert granted[action] == [stack.get_att("UserPool", "Arn")], action
+    assert "ReviewOperationsPolicyArn" in stack.outputs

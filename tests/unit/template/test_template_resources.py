@@ -11,7 +11,7 @@ import re
 import pytest
 
 FUNCTIONS = ("SerializeImageFunction", "ClassifyImageFunction", "FilterInferenceFunction",
-             "SubmitPhotoFunction", "PhotoStatusFunction")
+             "SubmitPhotoFunction", "PhotoStatusFunction", "ReviewsFunction")
 
 
 # ------------------------------------------------------------------ intake bucket

@@ -6,7 +6,7 @@ Each decision adds, in the ground-truth bucket:
 - manifest/<yyyy>/<mm>/<dd>/<id>.jsonl: one JSON line, as a Ground Truth image-classification job writes it:
   {"source-ref": "s3://...", "vehicle-class": 0, "vehicle-class-metadata": {"class-name": "bicycle", ...}}.
 S3 objects cannot be appended to, so the manifest is every object under manifest/, read in key order
-(`training.stage_data --manifest s3://<bucket>/manifest/` stages it). The object names come from the
+(`python -m training stage-data --from-manifest s3://<bucket>/manifest/` stages it). The object names come from the
 execution ARN and the image's hash, so running a decision's effects twice writes the same two objects.
 """
 
@@ -16,11 +16,11 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, Iterator
+from typing import Any
 
 from botocore.exceptions import ClientError
 
-from review.waiting import WaitingImage
+from waiting import WaitingImage
 
 LABEL_ATTRIBUTE = "vehicle-class"
 METADATA_ATTRIBUTE = f"{LABEL_ATTRIBUTE}-metadata"
@@ -79,13 +79,3 @@ class GroundTruth:
         self._s3.put_object(Bucket=self.bucket, Key=key, Body=(json.dumps(line) + "\n").encode(),
                             ContentType="application/jsonlines")
         return key
-
-
-def read_manifest(s3, bucket: str, prefix: str = MANIFEST_PREFIX) -> Iterator[dict[str, Any]]:
-    """Every line of every manifest object under ``prefix``, in key order."""
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            text = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().decode()
-            for line in text.splitlines():
-                if line.strip():
-                    yield json.loads(line)

@@ -4,9 +4,9 @@ The record is the commit point. One conditional UpdateItem accepts the decision 
 still the one the message names (same execution, so not re-uploaded since) and undecided; of two reviewers
 deciding at once exactly one wins and the other is told who did. The winner then runs the effects - the
 dispatch event, the ground-truth manifest line, the metrics - marks the record `effects_done_at`, and
-deletes the queue message last. A page that dies in between leaves its message: a page that meets it after
-EFFECTS_GRACE_SECONDS takes the unfinished effects over (a conditional claim, so only one does) and runs
-them again; each is idempotent but the event, which a consumer may then see twice.
+deletes the queue message last. An invocation that dies in between leaves its message: whoever receives it
+after EFFECTS_GRACE_SECONDS takes the unfinished effects over (a conditional claim, so only one does) and
+runs them again; each is idempotent but the event, which a consumer may then see twice.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
-from client.results import decode_item
-from review.ground_truth import GroundTruth, Label
-from review.waiting import WaitingImage
+from ground_truth import GroundTruth, Label
+from waiting import WaitingImage, visible
 
-EFFECTS_GRACE_SECONDS = 60.0  # a decision's effects take well under a second; after this, its page is gone
+EFFECTS_GRACE_SECONDS = 60.0  # a decision's effects take well under a second; after this, its invocation is gone
 UNUSABLE = "unusable"  # "not a vehicle / unusable": the photo cannot route anyone
 EVENT_SOURCE = "scones.vehicle-classifier"  # template.yaml: ClassifiedEventSource
 METRICS_NAMESPACE = "SconesUnlimited/VehicleClassifier"
@@ -73,8 +74,16 @@ class State:
     WAITING = "waiting"  # undecided, and still the upload the message names
     NOT_RECORDED = "not recorded"  # the message arrived before the record
     SETTLED = "settled"  # decided with every effect done, or uploaded again since: the message can go
-    IN_PROGRESS = "in progress"  # decided a moment ago; the deciding page is running the effects
-    ABANDONED = "abandoned"  # decided, effects never finished, the deciding page is gone
+    IN_PROGRESS = "in progress"  # decided a moment ago; the deciding invocation is running the effects
+    ABANDONED = "abandoned"  # decided, effects never finished, the deciding invocation is gone
+
+
+_DESERIALIZER = TypeDeserializer()
+
+
+def decode_item(item: dict[str, Any]) -> dict[str, Any]:
+    """A DynamoDB item as plain values (numbers as Decimal)."""
+    return {name: _DESERIALIZER.deserialize(value) for name, value in item.items()}
 
 
 def utc_now() -> datetime:
@@ -86,10 +95,10 @@ def iso(moment: datetime) -> str:
 
 
 class Reviewer:
-    """Takes decisions against one stack's table, event bus, ground-truth bucket and metrics."""
+    """Takes decisions against one stack's table, event bus and ground-truth bucket, and counts them (EMF)."""
 
-    def __init__(self, dynamodb, events, cloudwatch, table: str, ground_truth: GroundTruth):
-        self._dynamodb, self._events, self._cloudwatch = dynamodb, events, cloudwatch
+    def __init__(self, dynamodb, events, table: str, ground_truth: GroundTruth):
+        self._dynamodb, self._events = dynamodb, events
         self._table, self._ground_truth = table, ground_truth
 
     def decide(self, image: WaitingImage, human_label: str, reviewer: str, now: datetime | None = None) -> Decision:
@@ -132,10 +141,11 @@ class Reviewer:
         if record is None:
             return NotRecordedYet("the image's record is not written yet: try again in a moment")
         if record.get("execution_arn") != image.execution_arn:
-            return Superseded(f"{image.key} was uploaded again at {record.get('uploaded_at', '?')}: "
+            return Superseded(f"{visible(image.key)} was uploaded again at {record.get('uploaded_at', '?')}: "
                               "this decision is refused; the new upload is classified on its own")
         if record.get("decided_at"):
-            return AlreadyDecided(f"already decided by {record.get('reviewer', 'someone')} at {record['decided_at']}: "
+            return AlreadyDecided(f"already decided by {visible(str(record.get('reviewer', 'someone')))} at "
+                                  f"{record['decided_at']}: "
                                   f"{record.get('human_label')}")
         return Superseded(f"the record is {record.get('outcome')!r}, not waiting for review")
 
@@ -154,7 +164,7 @@ class Reviewer:
         return State.IN_PROGRESS if fresh else State.ABANDONED
 
     def take_over(self, image: WaitingImage, now: datetime | None = None) -> Decision | None:
-        """Claim an abandoned decision's effects; None if another page claimed them first."""
+        """Claim an abandoned decision's effects; None if another invocation claimed them first."""
         now = now or utc_now()
         stale = iso(now - timedelta(seconds=EFFECTS_GRACE_SECONDS))
         try:
@@ -201,17 +211,21 @@ class Reviewer:
             raise RuntimeError(f"EventBridge refused the dispatch event: {answer['Entries'][0].get('ErrorMessage')}")
 
     def _count(self, decision: Decision) -> None:
-        dimensions = [{"Name": "EndpointName", "Value": decision.image.endpoint_name},
-                      {"Name": "service", "Value": SERVICE}]
-        data = [{"MetricName": "ReviewDecisions", "Value": 1, "Unit": "Count"},
-                {"MetricName": "DecisionLatency", "Value": decision.waited_seconds, "Unit": "Seconds"}]
+        data = [("ReviewDecisions", MetricUnit.Count, 1), ("DecisionLatency", MetricUnit.Seconds, decision.waited_seconds)]
         if decision.audit:
-            data += [{"MetricName": "AuditDecisions", "Value": 1, "Unit": "Count"},
-                     {"MetricName": "AuditAgreements", "Value": 1 if decision.agrees else 0, "Unit": "Count"}]
-        self._cloudwatch.put_metric_data(Namespace=METRICS_NAMESPACE,
-                                         MetricData=[{**d, "Dimensions": dimensions} for d in data])
+            data += [("AuditDecisions", MetricUnit.Count, 1),
+                     ("AuditAgreements", MetricUnit.Count, 1 if decision.agrees else 0)]
+        _emit(decision.image.endpoint_name, data)
 
     def count_backlog(self, endpoint_name: str, waiting: int) -> None:
-        self._cloudwatch.put_metric_data(Namespace=METRICS_NAMESPACE, MetricData=[{
-            "MetricName": "ReviewBacklog", "Value": waiting, "Unit": "Count",
-            "Dimensions": [{"Name": "EndpointName", "Value": endpoint_name}, {"Name": "service", "Value": SERVICE}]}])
+        _emit(endpoint_name, [("ReviewBacklog", MetricUnit.Count, waiting)])
+
+
+def _emit(endpoint_name: str, data: list[tuple[str, MetricUnit, float]]) -> None:
+    """The metrics as one EMF document on stdout (CloudWatch reads them from the function's log; no API call).
+    EphemeralMetrics: each call its own, so concurrent decisions never mix their dimensions."""
+    metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=SERVICE)
+    metrics.add_dimension(name="EndpointName", value=endpoint_name or "unknown")
+    for name, unit, value in data:
+        metrics.add_metric(name=name, unit=unit, value=value)
+    metrics.flush_metrics()
