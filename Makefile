@@ -153,7 +153,7 @@ benchmark-twin: $(TWIN_STAMP)
 	$(BIN)/python -m local benchmark
 
 benchmark-cold-start: $(TWIN_STAMP)
-	PATH="$(SAM_PATH)" $(BIN)/python functions/benchmark_cold_starts.py
+	PATH="$(SAM_PATH)" $(BIN)/python -m local cold-starts
 
 # First deploy: guided (asks for the stack name, region and parameters and saves them in samconfig.toml).
 deploy: $(DEV_STAMP)

@@ -1,8 +1,9 @@
-"""`make local`: run the twin in the foreground until Ctrl-C; `python -m local demo|benchmark` for the rest.
+"""`make local`: run the twin in the foreground until Ctrl-C; `python -m local demo|benchmark|cold-starts` for the rest.
 
     python -m local [--port P] [--fault ...] [--endpoint-down S]   # the twin, until Ctrl-C (make local)
     python -m local demo [--images DIR] [--shift dark]            # the main job end to end (make demo)
     python -m local benchmark [--bursts 300 1000]                 # throughput and latency (make benchmark-twin)
+    python -m local cold-starts [--runs 7]                        # cold starts (make benchmark-cold-start)
 
 Upload with the stock AWS CLI, boto3 or `python -m client submit` against the printed endpoint URL; each
 execution's progress shows in this log; outcomes land in the results table (`make results` prints it).
@@ -82,7 +83,7 @@ def write_outputs(twin: Twin, path: Path) -> None:
 
 
 # python -m local COMMAND: the twin's other jobs, each its module's main()
-COMMANDS = {"demo": "local.demo", "benchmark": "local.benchmark"}
+COMMANDS = {"demo": "local.demo", "benchmark": "local.benchmark", "cold-starts": "local.cold_starts"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
 def run_twin(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m local", description=__doc__.splitlines()[0],
-        epilog="other commands: python -m local demo --help, python -m local benchmark --help")
+        epilog="other commands: python -m local demo --help, python -m local benchmark --help, "
+               "python -m local cold-starts --help")
     parser.add_argument("--port", type=int, default=TWIN_PORT,
                         help=f"port of the emulated AWS services (default {TWIN_PORT})")
     parser.add_argument("--endpoint-port", type=int, default=TWIN_ENDPOINT_PORT,

@@ -18,10 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from local.template import Stack  # the template's functions, code folders and environments
 
-from local.template import Stack  # noqa: E402  (the template's functions, code folders and environments)
+REPO = Path(__file__).resolve().parent.parent
 
 PYTHON = "python3.13"
 IMPORT = ("import sys, time; sys.path[:0] = [{task!r}, {runtime!r}]; started = time.perf_counter(); import app; "
@@ -49,7 +48,7 @@ def import_seconds(task: Path, runtime: Path, environment: dict[str, str], runs:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python functions/benchmark_cold_starts.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m local cold-starts", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7, help="fresh processes per measurement (default 7)")
     args = parser.parse_args(argv)
     if not shutil.which(PYTHON):
