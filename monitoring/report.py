@@ -132,14 +132,12 @@ def _confusion_table(confusion: list[dict]) -> Table | None:
 
 def _inputs_table(doc: dict) -> Table:
     capture, baseline, results = doc["capture"], doc["baseline"], doc.get("results")
-    return Table(["Input", "Detail"], [
-        ["Data capture", f"{capture['location']}: {capture['files']} files, {capture['lines']} lines, "
-                         f"{capture['records']} records used, {capture['bad_lines']} bad lines, "
-                         f"{capture['before_since']} before --since"],
-        ["Baseline", f"{baseline['source'] or '(in memory)'}: {baseline['n']} {baseline['split']} predictions, "
-                     f"classes {', '.join(baseline['classes'])}"],
-        ["Results table", results["table"] if results else "not read (no --results-table)"],
-    ])
+    read = (f"{capture['location']}: {capture['files']} files, {capture['lines']} lines, "
+            f"{capture['records']} records used, {capture['bad_lines']} bad lines, {capture['before_since']} before --since")
+    compared = (f"{baseline['source'] or '(in memory)'}: {baseline['n']} {baseline['split']} predictions, "
+                f"classes {', '.join(baseline['classes'])}")
+    table = results["table"] if results else "not read (no --results-table)"
+    return Table(["Input", "Detail"], [["Data capture", read], ["Baseline", compared], ["Results table", table]])
 
 
 def _bad_lines_table(capture: dict) -> Table:
