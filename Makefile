@@ -39,7 +39,7 @@ help:
 	@echo "  make test        the test suite (offline; installs chromium with apt-get)"
 	@echo "  make test-reliability   the reliability suite alone (bad uploads, faults)"
 	@echo "  make browser     just install chromium for the review page's browser test"
-	@echo "  make lint        cfn-lint, checkov, sam validate --lint, asl-validator"
+	@echo "  make lint        ruff, cfn-lint, checkov, sam validate --lint, asl-validator"
 	@echo "Model:"
 	@echo "  make data        stage CIFAR-100 into $(DATA_DIR) (ARCHIVE=path: a local copy)"
 	@echo "  make train       train on $(TRAIN_DATA), export to build/model"
@@ -101,6 +101,7 @@ test-reliability: $(DEV_STAMP)
 	$(BIN)/python -m pytest -m reliability $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/cfn-lint template.yaml
 	$(BIN)/checkov -f template.yaml --framework cloudformation --compact --quiet --skip-download
 	$(SAM) validate --lint
