@@ -71,5 +71,6 @@ def _row(record: dict) -> dict:
             "reason": record.get("reason") or ""}
 
 
-_TEMPLATE = Environment(loader=PackageLoader("local", "templates"), autoescape=True, undefined=StrictUndefined,
-                        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True).get_template("demo_report.html")
+_ENVIRONMENT = Environment(loader=PackageLoader("local", "templates"), autoescape=True, undefined=StrictUndefined,
+                           trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+_TEMPLATE = _ENVIRONMENT.get_template("demo_report.html")

@@ -133,7 +133,8 @@ def _confusion_table(confusion: list[dict]) -> Table | None:
 def _inputs_table(doc: dict) -> Table:
     capture, baseline, results = doc["capture"], doc["baseline"], doc.get("results")
     read = (f"{capture['location']}: {capture['files']} files, {capture['lines']} lines, "
-            f"{capture['records']} records used, {capture['bad_lines']} bad lines, {capture['before_since']} before --since")
+            f"{capture['records']} records used, {capture['bad_lines']} bad lines, "
+            f"{capture['before_since']} before --since")
     compared = (f"{baseline['source'] or '(in memory)'}: {baseline['n']} {baseline['split']} predictions, "
                 f"classes {', '.join(baseline['classes'])}")
     table = results["table"] if results else "not read (no --results-table)"

@@ -106,7 +106,8 @@ def _metric_sum(twin, name: str) -> float:
     points = twin.client("cloudwatch").get_metric_statistics(
         Namespace="SconesUnlimited/VehicleClassifier", MetricName=name, Period=3600, Statistics=["Sum"],
         StartTime=now - timedelta(hours=1), EndTime=now + timedelta(minutes=5),
-        Dimensions=[{"Name": "EndpointName", "Value": twin.endpoint_name}, {"Name": "service", "Value": "vehicle-classifier"}])
+        Dimensions=[{"Name": "EndpointName", "Value": twin.endpoint_name},
+                    {"Name": "service", "Value": "vehicle-classifier"}])
     return sum(p["Sum"] for p in points["Datapoints"])
 
 
@@ -194,7 +195,8 @@ def test_a_reviewer_resolves_every_waiting_photo_with_the_keyboard(twin, uploads
 
 def test_two_reviewers_on_one_photo_one_wins_and_the_other_is_told(twin, uploads, page_url, browser):
     key = "race/unsure.png"
-    twin.client("s3").put_object(Bucket=twin.outputs["IntakeBucketName"], Key=key, Body=sample("bicycle", 0).read_bytes())
+    twin.client("s3").put_object(Bucket=twin.outputs["IntakeBucketName"], Key=key,
+                                 Body=sample("bicycle", 0).read_bytes())
     assert wait_for(twin, {key})[key]["outcome"] == "needs_review"
     screens = []
     for name in ("Ana", "Ben"):

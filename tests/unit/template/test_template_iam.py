@@ -56,7 +56,8 @@ def test_cloudwatch_may_use_the_alarm_topics_key_and_only_for_this_accounts_alar
     assert topic["KmsMasterKeyId"] == stack.ref(key_id)  # not the AWS-managed alias/aws/sns
     props = stack.properties(key_id)
     assert props["EnableKeyRotation"] is True
-    grants = [s for s in props["KeyPolicy"]["Statement"] if s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}]
+    grants = [s for s in props["KeyPolicy"]["Statement"]
+              if s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}]
     assert len(grants) == 1
     grant = grants[0]
     assert grant["Effect"] == "Allow" and sorted(grant["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey*"]
