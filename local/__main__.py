@@ -61,7 +61,7 @@ Local twin of stack {twin.deployment.stack.name} is running (state is in memory:
 Resolve the photos the model is unsure of (and the audit sample) on the review page:
   make review{make_port}    # then open http://127.0.0.1:{REVIEW_PAGE_PORT}/  (REVIEW_PORT moves it)
 
-Give another team (or yourself) an app client for the API, then follow docs/api.md or the README's curl steps:
+Give another team (or yourself) an app client for the API, then follow docs/api.md or docs/twin.md's curl steps:
   python -m client onboard-team my-team --scopes submit,read --port {port}
 
 Try it from another terminal:

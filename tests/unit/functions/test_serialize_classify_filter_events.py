@@ -72,7 +72,7 @@ def test_serialize_samples(load_function, load_event, lambda_context, sample, im
 def test_samples_were_made_by_serialize_from_the_shipped_sample_images(
     load_function, load_event, lambda_context, sample, source
 ):
-    # The README's `sam local invoke` walkthrough uploads these files to the twin under the samples' keys.
+    # The `sam local invoke` walkthrough (docs/twin.md) uploads these files to the twin under the samples' keys.
     original = SAMPLES / source
     assert load_event(sample)["s3_key"] == "photos/" + original.name
     expected = load_event(sample)

@@ -12,7 +12,7 @@ import re
 import pytest
 
 APP_NAMESPACE = "SconesUnlimited/VehicleClassifier"
-# Each alarm's threshold parameter (the README's alarm table).
+# Each alarm's threshold parameter (the alarm list in docs/operations.md).
 THRESHOLDS = {
     "FailedExecutionsAlarm": "FailedExecutionsThreshold",
     "LowConfidenceRateAlarm": "LowConfidenceRateThreshold",

@@ -1,7 +1,7 @@
 """What the deployed stack promises, read from the template after the SAM transform (offline).
 
 Intake bucket hardening, function configuration, parameter validation, state machine logging and
-tracing, the EventBridge rule's delivery guarantees and the outputs the README tells users to use.
+tracing, the EventBridge rule's delivery guarantees and the outputs the docs tell users to use.
 """
 
 from __future__ import annotations
