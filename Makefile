@@ -24,8 +24,8 @@ DATA_DIR ?= data/staged
 TRAIN_DATA ?= $(DATA_DIR)/train
 EVAL_DATA ?= $(DATA_DIR)/test
 
-.PHONY: help venv venv-dev browser test test-reliability lint build demo demo-drift local review requeue submit results data train evaluate serve \
-        benchmark benchmark-twin benchmark-cold-start deploy delete logs traces clean
+.PHONY: help venv venv-dev browser test test-reliability lint build demo demo-drift local review requeue submit \
+        results data train evaluate serve benchmark benchmark-twin benchmark-cold-start deploy delete logs traces clean
 
 help:
 	@echo "On this machine (no AWS account, no Docker):"
@@ -66,8 +66,8 @@ $(TWIN_STAMP): requirements-twin.txt | $(BIN)/python
 	$(PIP) install --progress-bar on -r requirements-twin.txt
 	touch $@
 
-$(DEV_STAMP): $(TWIN_STAMP) requirements-dev.txt requirements-sam.txt requirements-checkov.txt requirements-torchserve.txt \
-		package.json package-lock.json
+$(DEV_STAMP): $(TWIN_STAMP) requirements-dev.txt requirements-sam.txt requirements-checkov.txt \
+		requirements-torchserve.txt package.json package-lock.json
 	@echo "==> installing test, training and SageMaker packages into $(VENV) (torch CPU, about 2 GB)"
 	$(PIP) install --progress-bar on -r requirements-dev.txt
 	@echo "==> installing the SAM CLI into $(VENV)/sam-cli"
@@ -81,7 +81,8 @@ $(DEV_STAMP): $(TWIN_STAMP) requirements-dev.txt requirements-sam.txt requiremen
 	ln -sf ../checkov/bin/checkov $(BIN)/checkov
 	@echo "==> installing the SageMaker PyTorch serving toolkit and TorchServe into $(VENV)/torchserve (its test)"
 	test -x $(VENV)/torchserve/bin/python || $(PYTHON) -m venv $(VENV)/torchserve
-	$(VENV)/torchserve/bin/python -m pip --disable-pip-version-check install --progress-bar on -r requirements-torchserve.txt
+	$(VENV)/torchserve/bin/python -m pip --disable-pip-version-check install --progress-bar on \
+		-r requirements-torchserve.txt
 	@echo "==> installing asl-validator (npm)"
 	npm ci --no-audit --no-fund
 	touch $@
