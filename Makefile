@@ -23,8 +23,8 @@ DATA_DIR ?= data/staged
 TRAIN_DATA ?= $(DATA_DIR)/train
 EVAL_DATA ?= $(DATA_DIR)/test
 
-.PHONY: help venv venv-dev browser test test-reliability lint build demo demo-drift local review requeue submit results data train evaluate serve \
-        benchmark benchmark-twin benchmark-cold-start deploy delete logs traces clean
+.PHONY: help venv venv-dev browser test test-reliability lint build demo demo-drift local review requeue submit \
+        results data train evaluate serve benchmark benchmark-twin benchmark-cold-start deploy delete logs traces clean
 
 help:
 	@echo "On this machine (no AWS account, no Docker):"
@@ -38,7 +38,7 @@ help:
 	@echo "  make test        the test suite (offline; installs chromium with apt-get)"
 	@echo "  make test-reliability   the reliability suite alone (bad uploads, faults)"
 	@echo "  make browser     just install chromium for the review page's browser test"
-	@echo "  make lint        cfn-lint, checkov, sam validate --lint, asl-validator"
+	@echo "  make lint        ruff, cfn-lint, checkov, sam validate --lint, asl-validator"
 	@echo "Model:"
 	@echo "  make data        stage CIFAR-100 into $(DATA_DIR) (ARCHIVE=path: a local copy)"
 	@echo "  make train       train on $(TRAIN_DATA), export to build/model"
@@ -65,8 +65,8 @@ $(TWIN_STAMP): requirements-twin.txt | $(BIN)/python
 	$(PIP) install --progress-bar on -r requirements-twin.txt
 	touch $@
 
-$(DEV_STAMP): $(TWIN_STAMP) requirements-dev.txt requirements-sam.txt requirements-checkov.txt requirements-torchserve.txt \
-		package.json package-lock.json
+$(DEV_STAMP): $(TWIN_STAMP) requirements-dev.txt requirements-sam.txt requirements-checkov.txt \
+		requirements-torchserve.txt package.json package-lock.json
 	@echo "==> installing test, training and SageMaker packages into $(VENV) (torch CPU, about 2 GB)"
 	$(PIP) install --progress-bar on -r requirements-dev.txt
 	@echo "==> installing the SAM CLI into $(VENV)/sam-cli"
@@ -80,7 +80,8 @@ $(DEV_STAMP): $(TWIN_STAMP) requirements-dev.txt requirements-sam.txt requiremen
 	ln -sf ../checkov/bin/checkov $(BIN)/checkov
 	@echo "==> installing the SageMaker PyTorch serving toolkit and TorchServe into $(VENV)/torchserve (its test)"
 	test -x $(VENV)/torchserve/bin/python || $(PYTHON) -m venv $(VENV)/torchserve
-	$(VENV)/torchserve/bin/python -m pip --disable-pip-version-check install --progress-bar on -r requirements-torchserve.txt
+	$(VENV)/torchserve/bin/python -m pip --disable-pip-version-check install --progress-bar on \
+		-r requirements-torchserve.txt
 	@echo "==> installing asl-validator (npm)"
 	npm ci --no-audit --no-fund
 	touch $@
@@ -100,6 +101,7 @@ test-reliability: $(DEV_STAMP)
 	$(BIN)/python -m pytest -m reliability $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/cfn-lint template.yaml
 	$(BIN)/checkov -f template.yaml --framework cloudformation --compact --quiet --skip-download
 	$(SAM) validate --lint
@@ -152,7 +154,7 @@ benchmark-twin: $(TWIN_STAMP)
 	$(BIN)/python -m local benchmark
 
 benchmark-cold-start: $(TWIN_STAMP)
-	PATH="$(SAM_PATH)" $(BIN)/python functions/benchmark_cold_starts.py
+	PATH="$(SAM_PATH)" $(BIN)/python -m local cold-starts
 
 # First deploy: guided (asks for the stack name, region and parameters and saves them in samconfig.toml).
 deploy: $(DEV_STAMP)

@@ -89,9 +89,10 @@ def main(argv: list[str] | None = None) -> int:
             return _submit_through_api(target, args) if args.api else _submit(target, args)
         if args.command == "onboard-team":
             done = onboard_team(target, args.team, args.scopes, on_twin=not args.stack)
+            token_url = target.outputs.get("TokenUrl", "(the stack output TokenUrl)")
             print(f"app client {done.client_name}: {done.client_id}\n  scopes: {' '.join(done.scopes)}\n"
                   f"  {done.audience_note}\n  its secret (give it to the team; keep it out of code and logs):\n"
-                  f"    {done.secret_command}\n  token URL: {target.outputs.get('TokenUrl', '(the stack output TokenUrl)')}")
+                  f"    {done.secret_command}\n  token URL: {token_url}")
             return 0
         if args.command == "redrive":
             done = redrive(target, dry_run=args.dry_run, log=print)

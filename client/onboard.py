@@ -42,10 +42,12 @@ def parse_scopes(text: str, prefix: str) -> list[str]:
 
 def onboard_team(target: Target, team: str, scope_names: str, *, on_twin: bool) -> Onboarded:
     if not TEAM_NAME.match(team):
-        raise OnboardError(f"team name {team!r}: 1-40 lower-case letters, digits and hyphens, starting with a letter or digit")
+        raise OnboardError(f"team name {team!r}: 1-40 lower-case letters, digits and hyphens, "
+                           "starting with a letter or digit")
     pool = target.outputs.get("UserPoolId")
     if not pool:
-        raise OnboardError(f"{target.description} has no user pool (output UserPoolId): deploy the current template first")
+        raise OnboardError(f"{target.description} has no user pool (output UserPoolId): "
+                           "deploy the current template first")
     scopes = parse_scopes(scope_names, target.outputs.get("ApiScopePrefix", "vehicle-classifier/"))
     cognito = target.client("cognito-idp")
     name = f"team-{team}"
@@ -80,8 +82,9 @@ def _admit_on_twin(target: Target, client_id: str) -> str:
         authorizer = apigw.get_authorizer(ApiId=api_id, AuthorizerId=route["AuthorizerId"])
         jwt = authorizer["JwtConfiguration"]
         if client_id not in jwt["Audience"]:
+            audience = [*jwt["Audience"], client_id]
             apigw.update_authorizer(ApiId=api_id, AuthorizerId=route["AuthorizerId"],
-                                    JwtConfiguration={"Issuer": jwt["Issuer"], "Audience": [*jwt["Audience"], client_id]})
+                                    JwtConfiguration={"Issuer": jwt["Issuer"], "Audience": audience})
     return "added to the API's JWT authorizer audience (the twin's stand-in for the stack parameter PartnerClientIds)"
 
 

@@ -60,8 +60,8 @@ def format_table(items: list[dict[str, Any]]) -> str:
     rows = [("key", "outcome", "label", "confidence", "reason / decision")]
     for i in items:
         confidence = f"{i['confidence']:.3f}" if "confidence" in i else "-"
-        note = (f"{i['human_label']} by {i.get('reviewer', '?')}" + (" (audit)" if i.get("review_reason") == "audit" else "")
-                if i.get("human_label") else i.get("reason", ""))
+        audit = " (audit)" if i.get("review_reason") == "audit" else ""
+        note = f"{i['human_label']} by {i.get('reviewer', '?')}{audit}" if i.get("human_label") else i.get("reason", "")
         rows.append((i["key"], i["outcome"], i.get("label", "-"), confidence, note))
     return format_columns(rows)
 

@@ -19,7 +19,8 @@ TWIN_AUTH_PORT = 4594  # the token endpoint (TokenUrl)
 TWIN_OUTPUTS = Path(__file__).resolve().parent.parent / "build" / "twin" / "outputs.json"
 TWIN_REGION = "us-east-1"
 TWIN_CREDENTIALS = {"aws_access_key_id": "local-twin", "aws_secret_access_key": "local-twin"}
-REGION_HINT = "export AWS_DEFAULT_REGION=<region> (boto3 reads AWS_DEFAULT_REGION, not AWS_REGION) or run `aws configure`"
+REGION_HINT = ("export AWS_DEFAULT_REGION=<region> (boto3 reads AWS_DEFAULT_REGION, not AWS_REGION) "
+               "or run `aws configure`")
 
 
 class TargetError(Exception):
@@ -58,7 +59,8 @@ def twin(port: int = TWIN_PORT, outputs_file: Path = TWIN_OUTPUTS) -> Target:
     target.bucket, target.table = buckets[0], tables[0]
     target.outputs = {"IntakeBucketName": target.bucket, "ResultsTableName": target.table,
                       **_twin_outputs(target.client("stepfunctions"), target.client("sqs"))}
-    ground_truth = [b["Name"] for b in target.client("s3").list_buckets()["Buckets"] if "-groundtruthbucket-" in b["Name"]]
+    buckets = target.client("s3").list_buckets()["Buckets"]
+    ground_truth = [b["Name"] for b in buckets if "-groundtruthbucket-" in b["Name"]]
     if len(ground_truth) == 1:
         target.outputs["GroundTruthBucketName"] = ground_truth[0]
     cognito = target.client("cognito-idp")
@@ -74,7 +76,8 @@ def twin(port: int = TWIN_PORT, outputs_file: Path = TWIN_OUTPUTS) -> Target:
         written = json.loads(outputs_file.read_text())
     except (OSError, ValueError):
         written = {}
-    if written.get("IntakeBucketName") == target.bucket and written.get("UserPoolId") == target.outputs.get("UserPoolId"):
+    same_pool = written.get("UserPoolId") == target.outputs.get("UserPoolId")
+    if written.get("IntakeBucketName") == target.bucket and same_pool:
         target.outputs = {**written, **target.outputs}
     return target
 
@@ -103,7 +106,8 @@ def stack(name: str, region: str | None = None, profile: str | None = None) -> T
     except NoRegionError:
         raise TargetError(f"no AWS region configured: {REGION_HINT}, or pass --region") from None
     except NoCredentialsError:
-        raise TargetError("no AWS credentials found: run `aws configure` or `aws sso login`, or set AWS_PROFILE") from None
+        raise TargetError("no AWS credentials found: run `aws configure` or `aws sso login`, "
+                          "or set AWS_PROFILE") from None
     except ClientError as exc:
         if "does not exist" in str(exc):
             raise TargetError(f"stack {name!r} does not exist in {session.region_name}: deploy it with "

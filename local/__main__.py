@@ -1,8 +1,9 @@
-"""`make local`: run the twin in the foreground until Ctrl-C; `python -m local demo|benchmark` for the rest.
+"""`make local`: run the twin in the foreground until Ctrl-C; `python -m local demo|benchmark|cold-starts` for the rest.
 
     python -m local [--port P] [--fault ...] [--endpoint-down S]   # the twin, until Ctrl-C (make local)
     python -m local demo [--images DIR] [--shift dark]            # the main job end to end (make demo)
     python -m local benchmark [--bursts 300 1000]                 # throughput and latency (make benchmark-twin)
+    python -m local cold-starts [--runs 7]                        # cold starts (make benchmark-cold-start)
 
 Upload with the stock AWS CLI, boto3 or `python -m client submit` against the printed endpoint URL; each
 execution's progress shows in this log; outcomes land in the results table (`make results` prints it).
@@ -61,7 +62,7 @@ Resolve the photos the model is unsure of (and the audit sample) on the review p
 signed in as a reviewer (the command prints a temporary password; you choose your own at first sign-in):
   python -m review add-reviewer ana --email ana@example.com --port {port}
 
-Give another team (or yourself) an app client for the API, then follow docs/api.md or the README's curl steps:
+Give another team (or yourself) an app client for the API, then follow docs/api.md or docs/twin.md's curl steps:
   python -m client onboard-team my-team --scopes submit,read --port {port}
 
 Try it from another terminal:
@@ -83,7 +84,7 @@ def write_outputs(twin: Twin, path: Path) -> None:
 
 
 # python -m local COMMAND: the twin's other jobs, each its module's main()
-COMMANDS = {"demo": "local.demo", "benchmark": "local.benchmark"}
+COMMANDS = {"demo": "local.demo", "benchmark": "local.benchmark", "cold-starts": "local.cold_starts"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
 def run_twin(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m local", description=__doc__.splitlines()[0],
-        epilog="other commands: python -m local demo --help, python -m local benchmark --help")
+        epilog="other commands: python -m local demo --help, python -m local benchmark --help, "
+               "python -m local cold-starts --help")
     parser.add_argument("--port", type=int, default=TWIN_PORT,
                         help=f"port of the emulated AWS services (default {TWIN_PORT})")
     parser.add_argument("--endpoint-port", type=int, default=TWIN_ENDPOINT_PORT,

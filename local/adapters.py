@@ -73,8 +73,9 @@ class LambdaInvokeBridge:
             return None  # not one of ours: let the request go to moto as usual
         refused = self.authorize and self.authorize(request, "lambda:InvokeFunction", pool.function.arn)
         if refused:
-            return AWSResponse(request.url, 403, {"Content-Type": "application/json", "x-amzn-RequestId": str(uuid.uuid4()),
-                                                  "x-amzn-ErrorType": "AccessDeniedException"},
+            headers = {"Content-Type": "application/json", "x-amzn-RequestId": str(uuid.uuid4()),
+                       "x-amzn-ErrorType": "AccessDeniedException"}
+            return AWSResponse(request.url, 403, headers,
                                RawBody(json.dumps({"Type": "User", "message": refused}).encode()))
         body = request.body or b"{}"
         event = json.loads(body.decode() if isinstance(body, bytes) else body or "{}")
@@ -146,14 +147,16 @@ class StepFunctionsTargetRelay:
                 continue
             queue_name = f"twin-relay-{params['Rule']}"[:80]
             queue_url = self._sqs.create_queue(QueueName=queue_name)["QueueUrl"]
-            queue_arn = self._sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            attributes = self._sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]
+            queue_arn = attributes["QueueArn"]
             retry = target.get("RetryPolicy", {})
             self.routes.append(_Route(
                 rule=params["Rule"], queue_url=queue_url, state_machine_arn=target["Arn"],
                 max_attempts=1 + int(retry.get("MaximumRetryAttempts", 185)),
                 max_age_s=int(retry.get("MaximumEventAgeInSeconds", 86400)),
                 dead_letter_arn=target.get("DeadLetterConfig", {}).get("Arn"), role_arn=target.get("RoleArn")))
-            log.info("rule %s: Step Functions target %s relayed through SQS %s", params["Rule"], target["Arn"], queue_name)
+            log.info("rule %s: Step Functions target %s relayed through SQS %s",
+                     params["Rule"], target["Arn"], queue_name)
             # moto delivers the (input-transformed) event to the queue; the relay does the rest.
             target["Arn"] = queue_arn
             for key in ("RoleArn", "RetryPolicy", "DeadLetterConfig"):
@@ -223,5 +226,6 @@ class StepFunctionsTargetRelay:
             self._sqs.send_message(QueueUrl=url, MessageBody=body, MessageAttributes={
                 "RULE_ARN": {"DataType": "String", "StringValue": route.rule},
                 "TARGET_ARN": {"DataType": "String", "StringValue": route.state_machine_arn},
-                "ERROR_MESSAGE": {"DataType": "String", "StringValue": str(error or "maximum event age exceeded")[:1000]},
+                "ERROR_MESSAGE": {"DataType": "String",
+                                  "StringValue": str(error or "maximum event age exceeded")[:1000]},
             })

@@ -116,7 +116,8 @@ def _measure(twin: Twin, count: int, drive, args: tuple) -> tuple[Burst, tuple]:
     """Run ``drive(*args, answers)`` in a client process of its own, with the twin's CPU time measured around it;
     the Burst from the (sent, seen) times it answers, and whatever else it answered."""
     receive, send = multiprocessing.get_context("spawn").Pipe(duplex=False)
-    client = multiprocessing.get_context("spawn").Process(target=drive, name="twin-benchmark-client", args=(*args, send))
+    client = multiprocessing.get_context("spawn").Process(target=drive, name="twin-benchmark-client",
+                                                          args=(*args, send))
     cpu_before, started = twin_cpu_seconds(twin), time.monotonic()
     client.start()
     try:
@@ -183,14 +184,16 @@ def idle_latency(twin: Twin, count: int = 20) -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local benchmark", description=__doc__.splitlines()[0])
-    parser.add_argument("--bursts", type=int, nargs="+", default=[300, 1000], help="uploads per burst (default 300 1000)")
+    parser.add_argument("--bursts", type=int, nargs="+", default=[300, 1000],
+                        help="uploads per burst (default 300 1000)")
     parser.add_argument("--threads", type=int, default=8, help="client threads uploading at once (default 8)")
     parser.add_argument("--idle", type=int, default=20, help="photos for the no-load latency (default 20)")
     parser.add_argument("--front-door", type=int, metavar="N",
                         help="instead of the bursts: N photos through the HTTP API and N uploaded directly, in the "
                              "same run (the issue's measure: 1000 with --threads 16)")
     args = parser.parse_args(argv)
-    if min(args.bursts) < 1 or args.threads < 1 or args.idle < 1 or (args.front_door is not None and args.front_door < 1):
+    counts = [*args.bursts, args.threads, args.idle] + ([] if args.front_door is None else [args.front_door])
+    if min(counts) < 1:
         parser.error("--bursts, --threads, --idle and --front-door must be positive")
     for noisy in ("werkzeug", "moto"):  # a log line per request would be measured too
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
@@ -204,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         idle = idle_latency(twin, args.idle)
         print(f"no other load, {len(idle)} photos one at a time: upload->record p50 {percentile(idle, .5):.3f}s, "
               f"p95 {percentile(idle, .95):.3f}s", flush=True)
-        print(f"{'uploads':>8} {'img/s':>7} {'p50 s':>7} {'p95 s':>7} {'CPU ms/img':>11} {'in workers':>11} {'lost':>5}")
+        print(f"{'uploads':>8} {'img/s':>7} {'p50 s':>7} {'p95 s':>7} {'CPU ms/img':>11} {'in workers':>11} "
+              f"{'lost':>5}")
         for n in args.bursts:
             result = burst(twin, n, args.threads)
             lost += result.lost
@@ -220,12 +224,14 @@ def compare_front_door(photos: int, threads: int) -> int:
         return (f"{name:<12} {b.uploads:>7} {b.per_second:>7.1f} {percentile(b.latencies, .5):>7.2f} "
                 f"{percentile(b.latencies, .95):>7.2f} {b.cpu_ms_per_image:>11.0f} {b.lost:>5}")
 
-    with Twin(TwinSettings(port=free_port(), stack_name="scones-bench", api_port=free_port(), auth_port=free_port())) as twin:
+    settings = TwinSettings(port=free_port(), stack_name="scones-bench", api_port=free_port(), auth_port=free_port())
+    with Twin(settings) as twin:
         # Warm both paths first, every worker of every function as a burst needs them: the measure is steady
         # state, not the twin's process start-ups (a Lambda cold start is another benchmark's business).
         burst(twin, 2 * threads, threads, prefix="warm")
         front_door_burst(twin, 2 * threads, threads)
-        print(f"{'path':<12} {'photos':>7} {'img/s':>7} {'p50 s':>7} {'p95 s':>7} {'CPU ms/img':>11} {'lost':>5}", flush=True)
+        print(f"{'path':<12} {'photos':>7} {'img/s':>7} {'p50 s':>7} {'p95 s':>7} {'CPU ms/img':>11} {'lost':>5}",
+              flush=True)
         direct = burst(twin, photos, threads, prefix="direct")
         print(row("direct S3", direct), flush=True)
         door, states = front_door_burst(twin, photos, threads)

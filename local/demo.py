@@ -72,7 +72,8 @@ def summary_lines(rows: list[dict]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of images (default: the shipped samples)")
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES,
+                        help="folder of images (default: the shipped samples)")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "demo")
     parser.add_argument("--timeout", type=float, default=180, help="seconds to wait for all outcomes")
     parser.add_argument("--shift", choices=sorted(SHIFTS),

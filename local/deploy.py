@@ -53,7 +53,8 @@ def deploy(stack: Stack, clients, runtime: LambdaRuntime, api_function_concurren
     queues = sorted(stack.of_type("AWS::SQS::Queue"), key=lambda lid: "RedrivePolicy" in stack.properties(lid))
     for lid in queues:
         props = stack.properties(lid)
-        attributes = {k: str(props[k]) for k in ("MessageRetentionPeriod", "VisibilityTimeout", "DelaySeconds") if k in props}
+        attributes = {k: str(props[k]) for k in ("MessageRetentionPeriod", "VisibilityTimeout", "DelaySeconds")
+                      if k in props}
         if "RedrivePolicy" in props:
             attributes["RedrivePolicy"] = json.dumps(props["RedrivePolicy"])
         clients("sqs").create_queue(QueueName=stack.physical_ids[lid], Attributes=attributes)
@@ -79,7 +80,8 @@ def deploy(stack: Stack, clients, runtime: LambdaRuntime, api_function_concurren
         if role:
             credentials = role_credentials(clients("sts"), role, function.name)
             function = dataclasses.replace(function, credentials={
-                "AWS_ACCESS_KEY_ID": credentials["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
+                "AWS_ACCESS_KEY_ID": credentials["AccessKeyId"],
+                "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
                 "AWS_SESSION_TOKEN": credentials["SessionToken"]})
         runtime.add(function, api_function_concurrency if lid in behind_api else None)
         deployment.functions[lid] = function

@@ -83,7 +83,8 @@ class _Worker:
     def invoke(self, event: Any, request_id: str, timeout_s: float) -> dict[str, Any] | None:
         """The worker's answer, or None when it did not answer in time (the worker is then killed)."""
         deadline_ms = int((time.time() + timeout_s) * 1000)
-        self.process.stdin.write(json.dumps({"event": event, "request_id": request_id, "deadline_ms": deadline_ms}) + "\n")
+        invocation = {"event": event, "request_id": request_id, "deadline_ms": deadline_ms}
+        self.process.stdin.write(json.dumps(invocation) + "\n")
         self.process.stdin.flush()
         answer: list[str] = []
         reader = threading.Thread(target=lambda: answer.append(self.results.readline()), daemon=True)
@@ -183,7 +184,8 @@ class LambdaRuntime:
     pools: dict[str, FunctionPool] = field(default_factory=dict)
 
     def add(self, function: LocalFunction, concurrency: int | None = None) -> None:
-        self.pools[function.name] = FunctionPool(function, self.base_env, concurrency or self.concurrency, self.on_output)
+        self.pools[function.name] = FunctionPool(function, self.base_env, concurrency or self.concurrency,
+                                                 self.on_output)
 
     def find(self, name_or_arn: str) -> FunctionPool | None:
         # Invoke accepts a name, a full ARN, or either with a ":qualifier" suffix.

@@ -64,7 +64,8 @@ class StrictMoto:
         for name in DYNAMODB_WRITES:
             self._replace(backend, name, self._atomic(getattr(backend, name)))
         notifications = importlib.import_module(S3_NOTIFICATIONS_MODULE)
-        self._replace(notifications, S3_EVENTBRIDGE_SENDER, self._sequenced(getattr(notifications, S3_EVENTBRIDGE_SENDER)))
+        send_to_eventbridge = getattr(notifications, S3_EVENTBRIDGE_SENDER)
+        self._replace(notifications, S3_EVENTBRIDGE_SENDER, self._sequenced(send_to_eventbridge))
         rule = importlib.import_module(EVENTS_MODULE).Rule
         self._replace(rule, "send_to_targets", self._stamped(rule.send_to_targets))
         authenticator = importlib.import_module(AUTHORIZATION_MODULE).ActionAuthenticatorMixin

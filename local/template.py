@@ -187,7 +187,8 @@ class Stack:
         explicit = {"AWS::S3::Bucket": "BucketName", "AWS::SQS::Queue": "QueueName",
                     "AWS::DynamoDB::Table": "TableName", "AWS::Lambda::Function": "FunctionName",
                     "AWS::StepFunctions::StateMachine": "StateMachineName", "AWS::Events::Rule": "Name",
-                    "AWS::Logs::LogGroup": "LogGroupName", "AWS::Cognito::UserPoolGroup": "GroupName"}.get(resource["Type"])
+                    "AWS::Logs::LogGroup": "LogGroupName",
+                    "AWS::Cognito::UserPoolGroup": "GroupName"}.get(resource["Type"])
         if explicit and explicit in props:
             return str(self.resolve(props[explicit]))
         suffix = hashlib.sha256(f"{self.name}/{logical_id}".encode()).hexdigest()[:12].upper()

@@ -65,7 +65,8 @@ class TwinSettings:
     model_dir: Path | None = None
     capture_dir: Path | None = None
     parameters: dict[str, str] = field(default_factory=dict)
-    # Worker processes per function: 2 gave the same throughput as 4 on 2 cores (make benchmark-twin), with half the memory.
+    # Worker processes per function: 2 gave the same throughput as 4 on 2 cores (make benchmark-twin), with half the
+    # memory.
     lambda_concurrency: int = 2
     # The API's functions mostly wait (a GET with ?wait= holds its worker up to 20 s, as it holds a Lambda
     # execution environment): more workers each, so one caller's long poll does not queue everyone else's.
@@ -207,7 +208,8 @@ class Twin:
         self._moto.start()
         # moto keeps its state per process: start from empty, as a fresh account would.
         requests.post(f"{self.url}/moto-api/reset", timeout=5).raise_for_status()
-        requests.post(f"{self.url}/moto-api/config", json={"stepfunctions": {"execute_state_machine": True}}, timeout=5).raise_for_status()
+        requests.post(f"{self.url}/moto-api/config", json={"stepfunctions": {"execute_state_machine": True}},
+                      timeout=5).raise_for_status()
 
         stack.queue_url_base = self.url
         capture = CaptureConfig(destination=str(s.capture_dir), sampling_percentage=100) if s.capture_dir else None
@@ -221,7 +223,8 @@ class Twin:
             "AWS_ENDPOINT_URL": self.url, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.endpoint.url,
             "AWS_LAMBDA_RUNTIME_API": "local-twin", "AWS_EXECUTION_ENV": "AWS_Lambda_python_local_twin",
         }
-        self._runtime = LambdaRuntime(base_env=base_env, concurrency=s.lambda_concurrency, on_output=self._function_output)
+        self._runtime = LambdaRuntime(base_env=base_env, concurrency=s.lambda_concurrency,
+                                      on_output=self._function_output)
         self._bridge = LambdaInvokeBridge(self._runtime, authorize=self._strict.authorize)
         self._bridge.install()
         self.faults.install()
@@ -230,8 +233,8 @@ class Twin:
         events = self.client("events")
         self._relay.install(events)
         self._relay.on_started(self._track)
-        self.deployment = deploy(stack, lambda service: events if service == "events" else self.client(service), self._runtime,
-                                 api_function_concurrency=s.api_function_concurrency)
+        self.deployment = deploy(stack, lambda service: events if service == "events" else self.client(service),
+                                 self._runtime, api_function_concurrency=s.api_function_concurrency)
         (machine_role,) = self.deployment.state_machine_credentials.values()
         self._strict.act_as_state_machine(machine_role)
         self._open_front_door()  # before the functions start: it relocates their AWS addresses

@@ -8,18 +8,19 @@ from pathlib import Path
 
 from monitoring import charts
 from monitoring.baseline import Baseline, load_baseline
-from monitoring.capture import read_capture
+from monitoring.capture import CaptureData, read_capture
 from monitoring.drift import (
     CONFIDENCE_BIN_EDGES,
-    PSI_PSEUDOCOUNT,
     PSI_MODERATE,
+    PSI_PSEUDOCOUNT,
     PSI_SIGNIFICANT,
+    DriftFigures,
     check_thresholds,
     compute_drift,
 )
 from monitoring.errors import MonitoringInputError
 from monitoring.report import write_html, write_json
-from monitoring.results import read_results, summarise_results
+from monitoring.results import ResultsData, read_results, summarise_results
 from monitoring.reviews import summarise_reviews
 from monitoring.times import as_utc, format_time, parse_time
 from monitoring.timeseries import capture_series, choose_bucket_seconds, results_series
@@ -85,81 +86,26 @@ def build_report(
         baseline = load_baseline(baseline)
     if threshold is None:
         threshold = baseline.threshold_default or DEFAULT_THRESHOLD
-    try:
-        check_thresholds(threshold, psi_threshold)
-    except ValueError as exc:
-        raise MonitoringInputError(str(exc)) from None
-    if min_predictions < 1:
-        raise MonitoringInputError(f"the minimum number of predictions must be at least 1, got {min_predictions}")
-    if isinstance(since, str):
-        try:
-            since = parse_time(since)
-        except ValueError:
-            raise MonitoringInputError(f"--since is not an ISO-8601 time: {since!r}") from None
-    elif isinstance(since, datetime):
-        # A naive datetime from a Python caller would make every comparison with the
-        # (aware, UTC) capture times raise TypeError.
-        since = as_utc(since)
+    _check_settings(threshold, psi_threshold, min_predictions)
+    since = _since(since)
 
-    data = read_capture(capture, classes=baseline.classes, since=since, s3_client=s3_client)
-    if not data.records:
-        raise MonitoringInputError(
-            f"no capture records found in {data.location} ({data.files} .jsonl files, {data.lines} lines, "
-            f"{len(data.bad_lines)} bad, {data.before_since} before --since)"
-            + (f"; first problem: {data.bad_lines[0].reason}" if data.bad_lines else "")
-        )
+    data = _read_capture(capture, baseline, since, s3_client)
     results = read_results(results_table, since=since, client=dynamodb_client) if results_table else None
 
-    figures = compute_drift(
-        baseline.probabilities,
-        [r.probabilities for r in data.records],
-        baseline.classes,
-        threshold,
-        psi_threshold,
-    )
-    times = [r.inference_time for r in data.records] + ([r.time for r in results.items] if results else [])
-    width = choose_bucket_seconds(times)
-    live_series = capture_series(data.records, baseline.classes, threshold, width)
-    outcome_series = results_series(results.items, width) if results else []
+    figures = compute_drift(baseline.probabilities, [r.probabilities for r in data.records], baseline.classes,
+                            threshold, psi_threshold)
+    series = _Series.of(data, results, baseline, threshold)
 
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise MonitoringInputError(f"cannot create the output folder {out}: {exc}") from None
-    chart_files = {
-        "baseline_vs_live": charts.baseline_vs_live(out, figures),
-        "confidence_over_time": charts.confidence_over_time(out, data.records, live_series, width, threshold),
-        "class_mix_over_time": charts.class_mix_over_time(out, live_series, width, figures),
-        "low_confidence_rate_over_time": charts.low_confidence_over_time(
-            out, live_series, outcome_series, width, figures
-        ),
-    }
-    if outcome_series:
-        chart_files["outcomes_over_time"] = charts.outcomes_over_time(out, outcome_series, width)
-    if any(b["latency_p50"] is not None for b in outcome_series):
-        chart_files["latency_over_time"] = charts.latency_over_time(out, outcome_series, width)
+    out = _output_folder(Path(out))
+    chart_files = _draw_charts(out, figures, data, series, threshold)
 
     results_summary = summarise_results(results) if results else None
-    reviews_summary = summarise_reviews(results.items) if results else None
     document = {
         "generated_at": format_time(datetime.now(timezone.utc)),
         "since": format_time(since) if since else None,
         "verdict": _verdict(figures, min_predictions),
         "drift": figures.to_dict(),
-        "capture": {
-            "location": data.location,
-            "files": data.files,
-            "lines": data.lines,
-            "records": len(data.records),
-            "bad_lines": len(data.bad_lines),
-            "before_since": data.before_since,
-            "first": format_time(data.records[0].inference_time),
-            "last": format_time(data.records[-1].inference_time),
-            "bad_line_examples": [
-                {"source": b.source, "line": b.line, "reason": b.reason} for b in data.bad_lines[:BAD_LINE_EXAMPLES]
-            ],
-        },
+        "capture": _capture_section(data),
         "baseline": {
             "source": baseline.source,
             "split": baseline.split,
@@ -167,24 +113,122 @@ def build_report(
             "classes": list(baseline.classes),
         },
         "results": results_summary,
-        "reviews": reviews_summary,
-        "bucket_seconds": width,
-        "series": {"capture": live_series, "results": outcome_series},
+        "reviews": summarise_reviews(results.items) if results else None,
+        "bucket_seconds": series.width,
+        "series": {"capture": series.capture, "results": series.results},
         "charts": chart_files,
         "warnings": _warnings(len(data.bad_lines), results_summary),
-        "method": {
-            "statistic": "PSI = sum((live - baseline) * ln(live / baseline)) over bins",
-            "smoothing": f"share = (count + {PSI_PSEUDOCOUNT:g}) / (n + {PSI_PSEUDOCOUNT:g} * bins) in every bin",
-            "pseudocount": PSI_PSEUDOCOUNT,
-            "min_predictions": min_predictions,
-            "confidence_bin_edges": list(CONFIDENCE_BIN_EDGES),
-            "psi_moderate": PSI_MODERATE,
-            "psi_significant": PSI_SIGNIFICANT,
-        },
+        "method": _method(min_predictions),
     }
     write_json(out, document)
     write_html(out, document)
     return DriftResult(document=document, out=out)
+
+
+def _check_settings(threshold: float, psi_threshold: float, min_predictions: int) -> None:
+    try:
+        check_thresholds(threshold, psi_threshold)
+    except ValueError as exc:
+        raise MonitoringInputError(str(exc)) from None
+    if min_predictions < 1:
+        raise MonitoringInputError(f"the minimum number of predictions must be at least 1, got {min_predictions}")
+
+
+def _since(since: str | datetime | None) -> datetime | None:
+    """--since as an aware UTC time, whether given as ISO-8601 text or as a datetime."""
+    if isinstance(since, str):
+        try:
+            return parse_time(since)
+        except ValueError:
+            raise MonitoringInputError(f"--since is not an ISO-8601 time: {since!r}") from None
+    if isinstance(since, datetime):
+        # A naive datetime from a Python caller would make every comparison with the
+        # (aware, UTC) capture times raise TypeError.
+        return as_utc(since)
+    return since
+
+
+def _read_capture(capture: str | Path, baseline: Baseline, since: datetime | None, s3_client) -> CaptureData:
+    """The capture records; none at all is an input error that says what was read and why nothing was usable."""
+    data = read_capture(capture, classes=baseline.classes, since=since, s3_client=s3_client)
+    if not data.records:
+        raise MonitoringInputError(
+            f"no capture records found in {data.location} ({data.files} .jsonl files, {data.lines} lines, "
+            f"{len(data.bad_lines)} bad, {data.before_since} before --since)"
+            + (f"; first problem: {data.bad_lines[0].reason}" if data.bad_lines else "")
+        )
+    return data
+
+
+@dataclass(frozen=True)
+class _Series:
+    """Live traffic in time buckets of one width: the capture's predictions and the results table's outcomes."""
+
+    width: int
+    capture: list[dict]
+    results: list[dict]
+
+    @classmethod
+    def of(cls, data: CaptureData, results: ResultsData | None, baseline: Baseline, threshold: float) -> _Series:
+        times = [r.inference_time for r in data.records] + ([r.time for r in results.items] if results else [])
+        width = choose_bucket_seconds(times)
+        return cls(width=width, capture=capture_series(data.records, baseline.classes, threshold, width),
+                   results=results_series(results.items, width) if results else [])
+
+
+def _output_folder(out: Path) -> Path:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MonitoringInputError(f"cannot create the output folder {out}: {exc}") from None
+    return out
+
+
+def _draw_charts(out: Path, figures: DriftFigures, data: CaptureData, series: _Series, threshold: float) -> dict:
+    """Every chart the data allows, as {name: file name in ``out``}."""
+    width = series.width
+    chart_files = {
+        "baseline_vs_live": charts.baseline_vs_live(out, figures),
+        "confidence_over_time": charts.confidence_over_time(out, data.records, series.capture, width, threshold),
+        "class_mix_over_time": charts.class_mix_over_time(out, series.capture, width, figures),
+        "low_confidence_rate_over_time": charts.low_confidence_over_time(
+            out, series.capture, series.results, width, figures
+        ),
+    }
+    if series.results:
+        chart_files["outcomes_over_time"] = charts.outcomes_over_time(out, series.results, width)
+    if any(b["latency_p50"] is not None for b in series.results):
+        chart_files["latency_over_time"] = charts.latency_over_time(out, series.results, width)
+    return chart_files
+
+
+def _capture_section(data: CaptureData) -> dict:
+    return {
+        "location": data.location,
+        "files": data.files,
+        "lines": data.lines,
+        "records": len(data.records),
+        "bad_lines": len(data.bad_lines),
+        "before_since": data.before_since,
+        "first": format_time(data.records[0].inference_time),
+        "last": format_time(data.records[-1].inference_time),
+        "bad_line_examples": [
+            {"source": b.source, "line": b.line, "reason": b.reason} for b in data.bad_lines[:BAD_LINE_EXAMPLES]
+        ],
+    }
+
+
+def _method(min_predictions: int) -> dict:
+    """How the figures were computed, stated in the document itself."""
+    return {
+        "statistic": "PSI = sum((live - baseline) * ln(live / baseline)) over bins",
+        "smoothing": f"share = (count + {PSI_PSEUDOCOUNT:g}) / (n + {PSI_PSEUDOCOUNT:g} * bins) in every bin",
+        "pseudocount": PSI_PSEUDOCOUNT,
+        "min_predictions": min_predictions,
+        "confidence_bin_edges": list(CONFIDENCE_BIN_EDGES),
+        "psi_moderate": PSI_MODERATE,
+        "psi_significant": PSI_SIGNIFICANT,
+    }
 
 
 def _verdict(figures, min_predictions: int) -> dict:

@@ -55,7 +55,8 @@ def add_reviewer(target: Target, user: str, email: str, *, on_twin: bool) -> Add
     try:
         if on_twin:
             password = _temporary_password()
-            cognito.admin_create_user(UserPoolId=pool, Username=user, TemporaryPassword=password, MessageAction="SUPPRESS",
+            cognito.admin_create_user(UserPoolId=pool, Username=user, TemporaryPassword=password,
+                                      MessageAction="SUPPRESS",
                                       UserAttributes=[{"Name": "email", "Value": email},
                                                       {"Name": "email_verified", "Value": "true"}])
         else:

@@ -97,7 +97,8 @@ def parse_request(headers: dict[str, str], raw_body: str | None, base64_encoded:
     content_type = request.content_type.lower()
     if content_type not in ACCEPTED_TYPES:
         raise ApiError(415, "UnsupportedImageType",
-                       f"content_type {request.content_type[:60]!r} is not accepted: one of " + ", ".join(ACCEPTED_TYPES))
+                       f"content_type {request.content_type[:60]!r} is not accepted: one of "
+                       + ", ".join(ACCEPTED_TYPES))
     return content_type
 
 
@@ -106,7 +107,8 @@ def idempotency_key_of(headers: dict[str, str]) -> str | None:
     if key is None:
         return None
     if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable() or not key.isascii():
-        raise ApiError(400, "MalformedRequest", f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters")
+        raise ApiError(400, "MalformedRequest",
+                       f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters")
     return key
 
 

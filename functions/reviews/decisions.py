@@ -211,7 +211,8 @@ class Reviewer:
             raise RuntimeError(f"EventBridge refused the dispatch event: {answer['Entries'][0].get('ErrorMessage')}")
 
     def _count(self, decision: Decision) -> None:
-        data = [("ReviewDecisions", MetricUnit.Count, 1), ("DecisionLatency", MetricUnit.Seconds, decision.waited_seconds)]
+        data = [("ReviewDecisions", MetricUnit.Count, 1),
+                ("DecisionLatency", MetricUnit.Seconds, decision.waited_seconds)]
         if decision.audit:
             data += [("AuditDecisions", MetricUnit.Count, 1),
                      ("AuditAgreements", MetricUnit.Count, 1 if decision.agrees else 0)]

@@ -29,7 +29,7 @@ from aws_lambda_powertools.utilities.parser.models import S3EventNotificationEve
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from image_normalizer import (  # noqa: F401  (re-exported: the error names are the function's interface)
+from image_normalizer import (  # the error names are the function's interface (re-exported)
     PILLOW_HARD_LIMIT,
     CorruptImageError,
     DecompressionBombError,

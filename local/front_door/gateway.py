@@ -25,7 +25,8 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from local.front_door.authorizer import Forbidden, JwksCache, JwtConfiguration, Unauthorized, authorize, claims_as_strings
+from local.front_door.authorizer import (Forbidden, JwksCache, JwtConfiguration, Unauthorized, authorize,
+                                         claims_as_strings)
 from local.lambda_runtime import LambdaRuntime
 
 log = logging.getLogger("twin.api")
@@ -103,7 +104,8 @@ def load_api(apigw, api_id: str, stage: str = "$default") -> ApiConfig:
         integration = integrations.get(r.get("Target", "").removeprefix("integrations/"))
         if not integration:
             continue
-        function_arn = re.sub(r"^arn:[^:]+:apigateway:[^:]+:lambda:path/[^/]+/functions/(.+)/invocations$", r"\1", integration)
+        function_arn = re.sub(r"^arn:[^:]+:apigateway:[^:]+:lambda:path/[^/]+/functions/(.+)/invocations$", r"\1",
+                              integration)
         method, _, path = r["RouteKey"].partition(" ")
         pattern, literal = _route_pattern(path) if r["RouteKey"] != "$default" else (None, -1)
         routes.append(Route(r["RouteKey"], method, pattern, literal, function_arn,
@@ -114,7 +116,8 @@ def load_api(apigw, api_id: str, stage: str = "$default") -> ApiConfig:
     stages = {s["StageName"]: s for s in apigw.get_stages(ApiId=api_id)["Items"]}
     settings = stages.get(stage, {})
     default = settings.get("DefaultRouteSettings", {})
-    throttles = {"$default-route": (float(default.get("ThrottlingRateLimit", 10000)), int(default.get("ThrottlingBurstLimit", 5000)))}
+    throttles = {"$default-route": (float(default.get("ThrottlingRateLimit", 10000)),
+                                    int(default.get("ThrottlingBurstLimit", 5000)))}
     for key, route_settings in (settings.get("RouteSettings") or {}).items():
         throttles[key] = (float(route_settings.get("ThrottlingRateLimit", throttles["$default-route"][0])),
                           int(route_settings.get("ThrottlingBurstLimit", throttles["$default-route"][1])))
@@ -188,10 +191,12 @@ class Gateway:
         authorizer: dict[str, Any] | None = None
         if route.authorizer:
             try:
-                claims, scopes = authorize(request.headers.get("Authorization"), route.authorizer, route.scopes, self.jwks)
+                claims, scopes = authorize(request.headers.get("Authorization"), route.authorizer, route.scopes,
+                                           self.jwks)
             except Unauthorized as exc:
                 context["authorizer.error"] = str(exc)
-                challenge = 'Bearer' if str(exc) == "no token" else f'Bearer error="invalid_token" error_description="{exc}"'
+                challenge = ('Bearer' if str(exc) == "no token"
+                             else f'Bearer error="invalid_token" error_description="{exc}"')
                 return _json_error(401, "Unauthorized", {"www-authenticate": challenge})
             except Forbidden as exc:
                 context["authorizer.error"] = str(exc)

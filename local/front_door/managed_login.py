@@ -74,8 +74,10 @@ PAGE = jinja2.Environment(autoescape=True).from_string("""<!doctype html>
 <form method="post" action="{{ action }}">
 <input type="hidden" name="_csrf" value="{{ csrf }}">
 <input type="hidden" name="challenge" value="{{ challenge }}">
-<p><label>New password <input name="new_password" type="password" autocomplete="new-password" required autofocus></label></p>
-<p><label>Enter the new password again <input name="confirm_password" type="password" autocomplete="new-password" required></label></p>
+<p><label>New password <input name="new_password" type="password" autocomplete="new-password" \
+required autofocus></label></p>
+<p><label>Enter the new password again <input name="confirm_password" type="password" autocomplete="new-password" \
+required></label></p>
 <p><button type="submit">Change password and sign in</button></p>
 </form>
 {% endif %}
@@ -162,7 +164,8 @@ class ManagedLogin:
         try:
             if route is None:
                 known = any(path == request.path for _, path in routes)
-                raise PageError("This page does not exist." if not known else "Method not allowed.", 405 if known else 404)
+                raise PageError("This page does not exist." if not known else "Method not allowed.",
+                                405 if known else 404)
             response = route(request)
         except PageError as exc:
             response = page("An error was encountered with the requested page", exc.status, error=str(exc))
@@ -266,7 +269,8 @@ class ManagedLogin:
         if not client_id:
             raise PageError("The request has no client_id.")
         try:
-            return self._cognito.describe_user_pool_client(UserPoolId=self._pool_id, ClientId=client_id)["UserPoolClient"]
+            return self._cognito.describe_user_pool_client(UserPoolId=self._pool_id,
+                                                           ClientId=client_id)["UserPoolClient"]
         except ClientError:
             raise PageError("The client_id is not an app client of this user pool.") from None
 

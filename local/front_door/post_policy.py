@@ -62,7 +62,8 @@ def check_policy(fields: dict[str, str], bucket: str, size: int, secret_of: Call
     access_key, date, region, service, _ = parts
     secret = secret_of(access_key)
     if secret is None:
-        raise PolicyRefusal(403, "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records.")
+        raise PolicyRefusal(403, "InvalidAccessKeyId",
+                            "The AWS Access Key Id you provided does not exist in our records.")
     expected = hmac.new(_signing_key(secret, date, region, service), policy_b64.encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, lowered.get("x-amz-signature", "")):
         raise PolicyRefusal(403, "SignatureDoesNotMatch",
@@ -86,7 +87,8 @@ def check_policy(fields: dict[str, str], bucket: str, size: int, secret_of: Call
             if size > high:
                 raise PolicyRefusal(400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size")
             if size < low:
-                raise PolicyRefusal(400, "EntityTooSmall", "Your proposed upload is smaller than the minimum allowed size")
+                raise PolicyRefusal(400, "EntityTooSmall",
+                                    "Your proposed upload is smaller than the minimum allowed size")
             continue
         elif isinstance(condition, list) and len(condition) == 3:
             op, name, expected_value = condition[0].lower(), str(condition[1]).lstrip("$").lower(), condition[2]
@@ -98,7 +100,8 @@ def check_policy(fields: dict[str, str], bucket: str, size: int, secret_of: Call
                                         op == "starts-with" and actual.startswith(str(expected_value)))
         if not holds:
             raise PolicyRefusal(403, "AccessDenied",
-                                f'Invalid according to Policy: Policy Condition failed: ["{op}", "${name}", "{expected_value}"]')
+                                "Invalid according to Policy: Policy Condition failed: "
+                                f'["{op}", "${name}", "{expected_value}"]')
     extra = sorted(k for k in lowered if k not in covered and k not in EXEMPT_FIELDS and not k.startswith("x-ignore-"))
     if extra:
         raise PolicyRefusal(403, "AccessDenied", f"Invalid according to Policy: Extra input fields: {extra[0]}")

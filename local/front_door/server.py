@@ -1,4 +1,5 @@
-"""A threaded HTTP server on 127.0.0.1 for one WSGI app (the twin's API, the user pool's domain), stopped with the twin."""
+"""A threaded HTTP server on 127.0.0.1 for one WSGI app (the twin's API, the user pool's domain), stopped with the
+twin."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ class WsgiServer:
 
 
 def by_path(routes: dict[str, Callable], default: Callable) -> Callable:
-    """One WSGI app from several: the app of the request's exact path, else ``default`` (one port, several endpoints)."""
+    """One WSGI app from several: the app of the request's exact path, else ``default`` (one port, several
+    endpoints)."""
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:
         return routes.get(environ.get("PATH_INFO", ""), default)(environ, start_response)

@@ -67,7 +67,8 @@ class TokenEndpoint:
         request = Request(environ)
         try:
             if request.path != "/oauth2/token":
-                return Response('{"message":"Not Found"}', 404, content_type="application/json")(environ, start_response)
+                return Response('{"message":"Not Found"}', 404,
+                                content_type="application/json")(environ, start_response)
             if request.method != "POST":
                 raise TokenError("invalid_request", 405)
             body = self.issue(request)
@@ -102,12 +103,14 @@ class TokenEndpoint:
             if not form.get("code") or not form.get("redirect_uri"):
                 raise TokenError("invalid_request")
             try:
-                sign_in = self._grants.redeem_code(form["code"], client_id, form["redirect_uri"], form.get("code_verifier"))
+                sign_in = self._grants.redeem_code(form["code"], client_id, form["redirect_uri"],
+                                                   form.get("code_verifier"))
             except GrantRefused:
                 raise TokenError("invalid_grant") from None
             origin_jti = str(uuid.uuid4())
             tokens = self._user_tokens(client, sign_in, origin_jti)
-            tokens["refresh_token"] = self._grants.issue_refresh(sign_in, origin_jti, lifetime_s(client, "RefreshToken"))
+            tokens["refresh_token"] = self._grants.issue_refresh(sign_in, origin_jti,
+                                                                 lifetime_s(client, "RefreshToken"))
             return tokens
         if not form.get("refresh_token"):
             raise TokenError("invalid_request")
@@ -118,7 +121,8 @@ class TokenEndpoint:
         return self._user_tokens(client, sign_in, origin_jti)
 
     def _client_token(self, client: dict[str, Any], requested: list[str]) -> dict[str, Any]:
-        if not client.get("AllowedOAuthFlowsUserPoolClient") or "client_credentials" not in client.get("AllowedOAuthFlows", []):
+        if (not client.get("AllowedOAuthFlowsUserPoolClient")
+                or "client_credentials" not in client.get("AllowedOAuthFlows", [])):
             raise TokenError("unauthorized_client")
         allowed = client.get("AllowedOAuthScopes", [])
         requested = requested or allowed
@@ -154,7 +158,8 @@ class TokenEndpoint:
         if "openid" in sign_in.scopes:  # "An ID token is only returned if openid scope is requested"
             readable = client.get("ReadAttributes")  # none configured: the client reads every attribute
             profile = {name: (value == "true" if name.endswith("_verified") else value)
-                       for name, value in attributes.items() if name != "sub" and (readable is None or name in readable)}
+                       for name, value in attributes.items()
+                       if name != "sub" and (readable is None or name in readable)}
             identity = {**common, **profile, "aud": client["ClientId"], "cognito:username": user["Username"],
                         "token_use": "id", "exp": now + lifetime_s(client, "IdToken"), "jti": str(uuid.uuid4()),
                         **({"nonce": sign_in.nonce} if sign_in.nonce else {})}
@@ -181,6 +186,7 @@ class TokenEndpoint:
 
     def _client(self, client_id: str) -> dict[str, Any]:
         try:
-            return self._cognito.describe_user_pool_client(UserPoolId=self._pool_id, ClientId=client_id)["UserPoolClient"]
+            return self._cognito.describe_user_pool_client(UserPoolId=self._pool_id,
+                                                           ClientId=client_id)["UserPoolClient"]
         except ClientError:
             raise TokenError("invalid_client") from None

@@ -91,7 +91,8 @@ def sign_in(browser: Browser, client_id: str, username: str, password: str, code
     return callback(answer, redirect_uri)
 
 
-def redeem(twin: Twin, client_id: str, code: str, verifier: str | None, redirect_uri: str = CALLBACK) -> requests.Response:
+def redeem(twin: Twin, client_id: str, code: str, verifier: str | None,
+           redirect_uri: str = CALLBACK) -> requests.Response:
     form = {"grant_type": "authorization_code", "client_id": client_id, "code": code, "redirect_uri": redirect_uri}
     if verifier is not None:
         form["code_verifier"] = verifier

@@ -60,8 +60,9 @@ def test_redrive_replays_both_dead_letter_queues_and_deletes_what_it_started(twi
     # Keys ending in "/", which the rule leaves out: only the re-drive starts these two.
     for key, label in (("redrive/undelivered/", "bicycle"), ("redrive/unwritten/", "motorcycle")):
         s3.put_object(Bucket=bucket, Key=key, Body=sample(label, 3).read_bytes())
-    event = {"version": "0", "id": "e-1", "detail-type": "Object Created", "source": "aws.s3", "account": "123456789012",
-             "time": "2026-12-01T10:00:00Z", "region": "us-east-1", "resources": [f"arn:aws:s3:::{bucket}"],
+    event = {"version": "0", "id": "e-1", "detail-type": "Object Created", "source": "aws.s3",
+             "account": "123456789012", "time": "2026-12-01T10:00:00Z", "region": "us-east-1",
+             "resources": [f"arn:aws:s3:::{bucket}"],
              "detail": {"bucket": {"name": bucket}, "object": {"key": "redrive/undelivered/", "size": 1}}}
     sqs.send_message(QueueUrl=twin.outputs["RuleDeadLetterQueueUrl"], MessageBody=json.dumps(event))
     sqs.send_message(QueueUrl=twin.outputs["RecordDeadLetterQueueUrl"], MessageBody=json.dumps(

@@ -18,7 +18,7 @@ import requests
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from local.twin import Twin, TwinSettings, _pool_signing_key, free_port
+from local.twin import Twin, _pool_signing_key
 from twin_helpers import SAMPLES, wait_until
 
 SUBMIT, READ = "vehicle-classifier/photos.submit", "vehicle-classifier/photos.read"
@@ -104,14 +104,15 @@ def test_a_photo_through_the_front_door_ends_in_its_outcome(twin, team_a):
         "bucket": {"S": twin.outputs["IntakeBucketName"]}, "key": {"S": photo["upload"]["fields"]["key"]}})["Item"]
     assert record["outcome"]["S"] == "classified" and float(record["confidence"]["N"]) == body["confidence"]
     # Polling costs nothing new: the ETag answers 304.
-    again = requests.get(photo["result_url"], headers={**bearer(team_a["token"]), "If-None-Match": state.headers["ETag"]},
-                         timeout=10)
+    headers = {**bearer(team_a["token"]), "If-None-Match": state.headers["ETag"]}
+    again = requests.get(photo["result_url"], headers=headers, timeout=10)
     assert (again.status_code, again.content) == (304, b"")
 
 
 def test_an_idempotent_retry_gives_one_photo(twin, team_a):
     key = str(uuid.uuid4())
-    first, second = new_photo(twin, team_a, **{"Idempotency-Key": key}), new_photo(twin, team_a, **{"Idempotency-Key": key})
+    first = new_photo(twin, team_a, **{"Idempotency-Key": key})
+    second = new_photo(twin, team_a, **{"Idempotency-Key": key})
     assert first.status_code == second.status_code == 201
     assert first.json()["id"] == second.json()["id"]
     photos = twin.client("dynamodb").scan(TableName=twin.outputs["PhotosTableName"])["Items"]
@@ -169,7 +170,8 @@ def test_a_token_of_another_user_pool_is_401(twin, cognito):
     other = cognito.create_user_pool(PoolName="someone-elses")["UserPool"]["Id"]
     client = cognito.create_user_pool_client(UserPoolId=other, ClientName="theirs")["UserPoolClient"]["ClientId"]
     cognito.admin_create_user(UserPoolId=other, Username="mallory", MessageAction="SUPPRESS")
-    cognito.admin_set_user_password(UserPoolId=other, Username="mallory", Password="Corr3ct-horse-battery", Permanent=True)
+    cognito.admin_set_user_password(UserPoolId=other, Username="mallory", Password="Corr3ct-horse-battery",
+                                    Permanent=True)
     tokens = cognito.admin_initiate_auth(UserPoolId=other, ClientId=client, AuthFlow="ADMIN_USER_PASSWORD_AUTH",
                                          AuthParameters={"USERNAME": "mallory", "PASSWORD": "Corr3ct-horse-battery"})
     answer = _get_with(twin, "0" * 32, bearer(tokens["AuthenticationResult"]["AccessToken"]))
@@ -179,9 +181,11 @@ def test_a_token_of_another_user_pool_is_401(twin, cognito):
 def test_a_drivers_id_token_and_sign_in_access_token_carry_no_api_scope_so_403(twin, cognito):
     pool, app = twin.outputs["UserPoolId"], twin.outputs["DriverAppClientId"]
     cognito.admin_create_user(UserPoolId=pool, Username="driver-42", MessageAction="SUPPRESS")
-    cognito.admin_set_user_password(UserPoolId=pool, Username="driver-42", Password="Corr3ct-horse-battery", Permanent=True)
-    signed_in = cognito.admin_initiate_auth(UserPoolId=pool, ClientId=app, AuthFlow="ADMIN_USER_PASSWORD_AUTH",
-                                            AuthParameters={"USERNAME": "driver-42", "PASSWORD": "Corr3ct-horse-battery"})
+    cognito.admin_set_user_password(UserPoolId=pool, Username="driver-42", Password="Corr3ct-horse-battery",
+                                    Permanent=True)
+    signed_in = cognito.admin_initiate_auth(
+        UserPoolId=pool, ClientId=app, AuthFlow="ADMIN_USER_PASSWORD_AUTH",
+        AuthParameters={"USERNAME": "driver-42", "PASSWORD": "Corr3ct-horse-battery"})
     for kind in ("IdToken", "AccessToken"):
         answer = _get_with(twin, "0" * 32, bearer(signed_in["AuthenticationResult"][kind]))
         assert (answer.status_code, answer.json()) == (403, {"message": "Forbidden"}), kind
@@ -218,7 +222,8 @@ def test_a_client_created_by_hand_gets_tokens_at_once_but_the_api_admits_it_only
     ({}, None, 400, "invalid_request"),
 ])
 def test_the_token_endpoint_refuses_as_cognito_does(twin, team_a, form, auth, status, error):
-    answer = requests.post(twin.outputs["TokenUrl"], data=form, auth=auth or (team_a["id"], team_a["secret"]), timeout=10)
+    auth = auth or (team_a["id"], team_a["secret"])
+    answer = requests.post(twin.outputs["TokenUrl"], data=form, auth=auth, timeout=10)
     assert (answer.status_code, answer.json()) == (status, {"error": error})
 
 
@@ -247,7 +252,8 @@ def test_bad_requests_are_clear_json_errors(twin, team_a, data, content_type, st
 def test_unknown_routes_and_ids_are_404(twin, team_a):
     assert requests.get(f"{twin.outputs['ApiUrl']}/nothing", headers=bearer(team_a["token"]), timeout=10).json() \
         == {"message": "Not Found"}
-    assert requests.delete(f"{twin.outputs['ApiUrl']}/photos", headers=bearer(team_a["token"]), timeout=10).status_code == 404
+    assert requests.delete(f"{twin.outputs['ApiUrl']}/photos", headers=bearer(team_a["token"]),
+                           timeout=10).status_code == 404
     assert photo_state(twin, team_a, "not-an-id").json()["error"] == "NotFound"
     assert photo_state(twin, team_a, "f" * 32).status_code == 404
     assert photo_state(twin, team_a, "0" * 32, wait="60").status_code == 400
@@ -266,7 +272,8 @@ def _nothing_reached_the_pipeline(twin, key: str, executions_before: int) -> Non
 
 
 def _executions(twin) -> int:
-    return len(twin.client("stepfunctions").list_executions(stateMachineArn=twin.outputs["StateMachineArn"])["executions"])
+    listed = twin.client("stepfunctions").list_executions(stateMachineArn=twin.outputs["StateMachineArn"])
+    return len(listed["executions"])
 
 
 def test_an_upload_one_byte_over_the_limit_is_refused_by_s3_and_never_reaches_the_pipeline(twin, team_a):
@@ -304,7 +311,7 @@ def test_an_upload_with_a_forged_signature_is_refused(twin, team_a):
     assert answer.status_code == 403 and "SignatureDoesNotMatch" in answer.text
 
 
-# ------------------------------------------------------------------ the stage (test_front_door_settings.py: non-default)
+# ------------------------------------------------------------ the stage (test_front_door_settings.py: non-default)
 def test_the_default_stack_allows_no_web_origin(twin):
     preflight = {"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"}
     answer = requests.options(f"{twin.outputs['ApiUrl']}/photos", headers=preflight, timeout=10)

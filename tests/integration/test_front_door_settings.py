@@ -48,5 +48,5 @@ def test_cors_allows_only_the_configured_origin(twin):
 
 def test_the_allowed_origin_may_also_upload_from_a_browser(twin):
     rules = twin.client("s3").get_bucket_cors(Bucket=twin.outputs["IntakeBucketName"])["CORSRules"]
-    assert rules == [{"AllowedOrigins": ["https://app.example.com"], "AllowedMethods": ["POST"], "AllowedHeaders": ["*"],
-                      "MaxAgeSeconds": 600}]
+    assert rules == [{"AllowedOrigins": ["https://app.example.com"], "AllowedMethods": ["POST"],
+                      "AllowedHeaders": ["*"], "MaxAgeSeconds": 600}]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -131,7 +130,8 @@ def _waiting_records(twin) -> list[dict]:
 def _metric_sum(twin, name: str) -> float:
     """What the review function counted (EMF documents in its log, as CloudWatch reads them)."""
     return sum(sum(doc[name]) if isinstance(doc[name], list) else doc[name] for doc in twin.metrics
-               if name in doc and doc.get("EndpointName") == twin.endpoint_name and doc.get("service") == "vehicle-classifier")
+               if name in doc and doc.get("EndpointName") == twin.endpoint_name
+               and doc.get("service") == "vehicle-classifier")
 
 
 def _queue_depth(twin) -> int:
@@ -246,11 +246,13 @@ def test_a_reviewer_signs_in_and_resolves_every_waiting_photo_with_the_keyboard(
 def test_two_reviewers_racing_for_one_photo_one_wins_and_the_other_gets_the_409(twin, uploads, page_url, browser,
                                                                                  reviewers):
     key = "race/unsure.png"
-    twin.client("s3").put_object(Bucket=twin.outputs["IntakeBucketName"], Key=key, Body=sample("bicycle", 0).read_bytes())
+    twin.client("s3").put_object(Bucket=twin.outputs["IntakeBucketName"], Key=key,
+                                 Body=sample("bicycle", 0).read_bytes())
     assert wait_for(twin, {key})[key]["outcome"] == "needs_review"
     screens = {"ana": _sign_in(browser, page_url, "ana", reviewers["ana"], bypass_csp=True)}
     # A second copy of its review message (python -m review requeue): ben's list gets the photo too.
-    requeue(twin.client("dynamodb"), twin.client("sqs"), twin.outputs["ResultsTableName"], twin.outputs["ReviewQueueUrl"])
+    requeue(twin.client("dynamodb"), twin.client("sqs"), twin.outputs["ResultsTableName"],
+            twin.outputs["ReviewQueueUrl"])
     # Ben's browser keeps the page's Content-Security-Policy: sign-in, the list and the preview work under it.
     screens["ben"] = _sign_in(browser, page_url, "ben", reviewers["ben"], viewport={"width": 1280, "height": 900})
     for page in screens.values():

@@ -100,7 +100,8 @@ def test_the_toolkit_answers_every_photo_exactly_as_the_model_does_locally(endpo
         status, content_type, body = post(f"{endpoint['url']}/invocations", path.read_bytes(), "image/png")
         assert status == 200 and content_type.startswith("application/json"), (path, body)
         assert json.loads(body) == [float(p) for p in local.predict(path.read_bytes())], path
-    print(f"\nreal toolkit: {len(SAMPLES)} photos identical; artifact {endpoint['artifact'].stat().st_size / 1e6:.1f} MB, "
+    artifact_mb = endpoint["artifact"].stat().st_size / 1e6
+    print(f"\nreal toolkit: {len(SAMPLES)} photos identical; artifact {artifact_mb:.1f} MB, "
           f"start to first answer {endpoint['start_seconds']:.1f} s")
 
 

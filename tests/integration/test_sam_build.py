@@ -116,7 +116,8 @@ def test_native_extensions_match_the_lambda_runtime(build):
         if lid == "SerializeImageFunction":
             assert any(p.parent.name == "PIL" for p in extensions), "Pillow's C extension is missing"
         for extension in extensions:
-            assert _elf_machine(extension) == ELF_MACHINE[architecture], f"{lid}: {extension.name} is not {architecture}"
+            assert _elf_machine(extension) == ELF_MACHINE[architecture], \
+                f"{lid}: {extension.name} is not {architecture}"
             if re.search(r"\.cpython-\d+", extension.name):
                 assert tag in extension.name, f"{lid}: {extension.name} is not built for {runtime}"
 

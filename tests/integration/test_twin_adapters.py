@@ -145,7 +145,8 @@ def test_a_timed_out_invocation_is_reported_and_the_next_one_gets_a_fresh_worker
 def _intake(aws) -> tuple[str, str]:
     s3 = aws("s3")
     s3.create_bucket(Bucket="intake")
-    s3.put_bucket_notification_configuration(Bucket="intake", NotificationConfiguration={"EventBridgeConfiguration": {}})
+    s3.put_bucket_notification_configuration(Bucket="intake",
+                                             NotificationConfiguration={"EventBridgeConfiguration": {}})
     sm = aws("stepfunctions").create_state_machine(
         name="echo", roleArn=ROLE,
         definition=json.dumps({"StartAt": "Echo", "States": {"Echo": {"Type": "Pass", "End": True}}}))

@@ -57,7 +57,9 @@ def test_an_outage_longer_than_the_retries_costs_time_not_images(twin, capsys):
     assert {r["reason"] for r in failed.values()} == {"EndpointUnavailableError"}
 
     # The endpoint comes back by itself; nobody restarts it.
-    ping = lambda: requests.get(f"{twin.endpoint.url}/ping", timeout=2).status_code == 200
+    def ping() -> bool:
+        return requests.get(f"{twin.endpoint.url}/ping", timeout=2).status_code == 200
+
     deadline = started + outage_s + 30
     while time.monotonic() < deadline:
         try:

@@ -63,7 +63,8 @@ def test_a_dispatch_entry_the_bus_refused_is_retried(twin):
     upload(twin, "faults/dispatch.png", sample("motorcycle", 2))
     record = wait_for(twin, {"faults/dispatch.png"})["faults/dispatch.png"]
     assert finished(twin, record)["status"] == "SUCCEEDED"
-    assert wait_for(twin, {"faults/dispatch.png"})["faults/dispatch.png"]["outcome"] == "classified" and twin.faults.remaining() == 0
+    assert wait_for(twin, {"faults/dispatch.png"})["faults/dispatch.png"]["outcome"] == "classified"
+    assert twin.faults.remaining() == 0
 
 
 def test_a_dispatch_that_never_goes_out_leaves_a_failed_record(twin):

@@ -12,7 +12,8 @@ pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 
 def serialize_role(twin) -> str:
-    (name,) = [r["RoleName"] for r in twin.client("iam").list_roles()["Roles"] if "SerializeImageFunctionRole" in r["RoleName"]]
+    roles = twin.client("iam").list_roles()["Roles"]
+    (name,) = [r["RoleName"] for r in roles if "SerializeImageFunctionRole" in r["RoleName"]]
     return name
 
 
@@ -27,12 +28,15 @@ def test_each_function_runs_with_temporary_credentials_of_its_own_role(twin):
     # The role as the template grants it: read the intake bucket's objects, list the bucket, nothing else.
     iam = twin.client("iam")
     (policy_name,) = iam.list_role_policies(RoleName=serialize_role(twin))["PolicyNames"]
-    statements = iam.get_role_policy(RoleName=serialize_role(twin), PolicyName=policy_name)["PolicyDocument"]["Statement"]
+    policy = iam.get_role_policy(RoleName=serialize_role(twin), PolicyName=policy_name)
+    statements = policy["PolicyDocument"]["Statement"]
     assert {s["Action"] for s in statements} == {"s3:GetObject", "s3:ListBucket"}
 
 
 def test_removing_a_needed_permission_fails_the_flow_and_restoring_it_heals_it(twin):
-    upload = lambda key: put(twin, key, sample("motorcycle").read_bytes())
+    def upload(key: str) -> None:
+        put(twin, key, sample("motorcycle").read_bytes())
+
     upload("iam/before.png")
     assert wait_for(twin, {"iam/before.png"})["iam/before.png"]["outcome"] in ("classified", "needs_review")
 
@@ -52,7 +56,11 @@ def test_removing_a_needed_permission_fails_the_flow_and_restoring_it_heals_it(t
     from client.__main__ import main
 
     assert main(["redrive", "--port", str(twin.settings.port)]) == 0  # once fixed, the re-drive heals it
-    healed = wait_until(lambda: (r := wait_for(twin, {"iam/denied.png"})["iam/denied.png"])["outcome"] != "failed" and r)
+    def recorded_again():
+        record = wait_for(twin, {"iam/denied.png"})["iam/denied.png"]
+        return record["outcome"] != "failed" and record
+
+    healed = wait_until(recorded_again)
     assert healed["outcome"] in ("classified", "needs_review")
 
 
@@ -78,7 +86,9 @@ def test_the_state_machine_acts_with_its_role(twin):
     """Without dynamodb:PutItem the outcome cannot be written: it goes to the record dead-letter queue; without
     lambda:InvokeFunction serialize never runs and the failure names the refusal."""
     iam, role = twin.client("iam"), machine_role(twin)
-    upload = lambda key: put(twin, key, sample("bicycle", 1).read_bytes())
+    def upload(key: str) -> None:
+        put(twin, key, sample("bicycle", 1).read_bytes())
+
 
     table_policy, table_document = policy_granting(twin, role, "dynamodb:PutItem")
     iam.delete_role_policy(RoleName=role, PolicyName=table_policy)
@@ -169,9 +179,10 @@ def test_an_operations_lead_with_the_review_operations_policy_can_requeue_and_no
     role = iam.create_role(RoleName="review-operations", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
     iam.attach_role_policy(RoleName="review-operations", PolicyArn=policy)
     credentials = twin.client("sts").assume_role(RoleArn=role, RoleSessionName="ana")["Credentials"]
-    as_reviewer = lambda service: boto3.client(  # noqa: E731
-        service, endpoint_url=twin.url, region_name="us-east-1", aws_access_key_id=credentials["AccessKeyId"],
-        aws_secret_access_key=credentials["SecretAccessKey"], aws_session_token=credentials["SessionToken"])
+    def as_reviewer(service: str):
+        return boto3.client(
+            service, endpoint_url=twin.url, region_name="us-east-1", aws_access_key_id=credentials["AccessKeyId"],
+            aws_secret_access_key=credentials["SecretAccessKey"], aws_session_token=credentials["SessionToken"])
 
     key = "iam/waiting-for-a-person.png"
     put(twin, key, sample("bicycle", 0).read_bytes())  # the model says 0.85: sent to review

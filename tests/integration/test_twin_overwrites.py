@@ -96,7 +96,8 @@ def test_a_direct_input_records_a_new_key_but_never_replaces_an_uploads_record(t
     assert record_of(twin, "overwrites/direct.png")["execution_arn"] == uploaded["execution_arn"]
 
     # An object no upload event announced (e.g. copied in before the rule existed): the direct input records it.
-    twin.client("s3").put_object(Bucket=bucket, Key="overwrites/unannounced.png", Body=sample("bicycle", 3).read_bytes())
+    twin.client("s3").put_object(Bucket=bucket, Key="overwrites/unannounced.png",
+                                 Body=sample("bicycle", 3).read_bytes())
     wait_for(twin, {"overwrites/unannounced.png"})
     twin.client("dynamodb").delete_item(TableName=twin.outputs["ResultsTableName"],
                                         Key={"bucket": {"S": bucket}, "key": {"S": "overwrites/unannounced.png"}})

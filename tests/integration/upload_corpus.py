@@ -48,7 +48,9 @@ def _bad_crc_png() -> bytes:
 def _bomb_png(width: int = 20_000, height: int = 20_000) -> bytes:
     """A tiny file that claims 400 million pixels: one compressed row repeated (a decompression bomb)."""
     raw = zlib.compress(b"".join(b"\x00" + b"\x00" * width for _ in range(64)), 9)
-    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
             + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
 

@@ -52,7 +52,8 @@ def expect_answer(stub, payload, variant="AllTraffic", content_type="image/png",
     stub.add_response(
         "invoke_endpoint",
         response,
-        expected_params={"EndpointName": ENDPOINT, "ContentType": content_type, "Accept": "application/json", "Body": image},
+        expected_params={"EndpointName": ENDPOINT, "ContentType": content_type, "Accept": "application/json",
+                         "Body": image},
     )
 
 

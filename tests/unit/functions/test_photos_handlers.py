@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from photo_requests import BUCKET, OWNER_A, OWNER_B, PHOTOS, Context
+from photo_requests import OWNER_A, OWNER_B, PHOTOS, Context
 from photo_requests import get as get_answer
 from photo_requests import post as post_answer
 from photo_requests import record as _record
@@ -77,7 +77,8 @@ def test_idempotency_keys_are_per_caller_and_bound_to_the_request(submit, load_e
     ({"content_type": "image/png"}, {"idempotency-key": ""}, 400, "MalformedRequest"),
     ({"content_type": "image/png"}, {"idempotency-key": "k" * 256}, 400, "MalformedRequest"),
 ])
-def test_a_bad_request_is_a_json_error_with_its_status_and_no_photo(submit, aws, load_event, body, headers, code, error):
+def test_a_bad_request_is_a_json_error_with_its_status_and_no_photo(submit, aws, load_event, body, headers, code,
+                                                                    error):
     answer_code, answer, _ = post(submit, load_event, body, headers=headers)
     assert (answer_code, answer["error"]) == (code, error)
     assert answer["message"] and "Traceback" not in answer["message"]
@@ -91,9 +92,9 @@ def test_a_photo_is_pending_then_its_record_with_etag_and_304(submit, status, aw
     _record(aws, photo["upload"]["fields"]["key"], outcome="classified", label="bicycle", confidence=0.99)
     code, state, headers = get(status, load_event, photo["id"], headers={"if-none-match": headers["ETag"]})
     assert code == 200
-    assert state == {"id": photo["id"], "submitted_at": state["submitted_at"], "recorded_at": "2026-12-04T15:00:01+00:00",
-                     "state": "classified", "label": "bicycle", "model_label": "bicycle", "confidence": 0.99,
-                     "decided_by": "model"}
+    assert state == {"id": photo["id"], "submitted_at": state["submitted_at"],
+                     "recorded_at": "2026-12-04T15:00:01+00:00", "state": "classified", "label": "bicycle",
+                     "model_label": "bicycle", "confidence": 0.99, "decided_by": "model"}
     code, body, again = get(status, load_event, photo["id"], headers={"if-none-match": headers["ETag"]})
     assert (code, body, again["ETag"]) == (304, None, headers["ETag"])
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from local.template import Stack
-from photo_requests import OWNER_A, OWNER_B, PHOTOS, Context, get, post
+from photo_requests import OWNER_B, PHOTOS, get, post
 from photo_requests import record as put_record
 
 REPO = Path(__file__).resolve().parents[3]
@@ -82,7 +82,7 @@ def check_answer(openapi: dict[str, Any], route: tuple[str, str], answer: dict[s
     return status, body, headers
 
 
-# ------------------------------------------------------------------ the handlers (tests/unit/functions/photo_requests.py)
+# ------------------------------------------------------------ the handlers (tests/unit/functions/photo_requests.py)
 def _new_photo(submit, load_event) -> dict:
     answer = post(submit, load_event, {"content_type": "image/png"})
     assert answer["statusCode"] == 201, answer
@@ -313,8 +313,8 @@ def test_api_gateways_own_answers_on_the_twin_are_the_documented_ones(openapi):
     source = (REPO / "local" / "front_door" / "gateway.py").read_text(encoding="utf-8")
     emulated = {(int(code), message) for code, message in re.findall(r'_json_error\((\d{3}), "([^"]+)"', source)}
     documented = set()
-    for path, methods in openapi["paths"].items():
-        for method, operation in methods.items():
+    for methods in openapi["paths"].values():
+        for operation in methods.values():
             for status_code, response in operation["responses"].items():
                 response = _resolve(response, openapi)
                 for content in response.get("content", {}).values():

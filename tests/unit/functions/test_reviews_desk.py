@@ -69,7 +69,8 @@ class Stack:
             self.s3.create_bucket(Bucket=bucket)
         self.queue = self.sqs.create_queue(QueueName="review", Attributes={"VisibilityTimeout": "300"})["QueueUrl"]
         self.dispatch = self.sqs.create_queue(QueueName="dispatch")["QueueUrl"]
-        arn = self.sqs.get_queue_attributes(QueueUrl=self.dispatch, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=self.dispatch,
+                                            AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         self.events.put_rule(Name="dispatch", EventPattern=json.dumps({"source": ["scones.vehicle-classifier"]}))
         self.events.put_targets(Rule="dispatch", Targets=[{"Id": "q", "Arn": arn}])
 
@@ -130,7 +131,8 @@ class Stack:
 
 def metric_sum(emitted: list[dict], name: str) -> float:
     """The sum of a metric's values in the EMF documents the decisions printed (as CloudWatch would add them)."""
-    return sum(m["value"] for m in emitted if m["name"] == name and m["namespace"] == "SconesUnlimited/VehicleClassifier"
+    return sum(m["value"] for m in emitted
+               if m["name"] == name and m["namespace"] == "SconesUnlimited/VehicleClassifier"
                and m["dimensions"] == {"EndpointName": "ep", "service": "vehicle-classifier"})
 
 
@@ -234,7 +236,7 @@ def test_two_reviewers_at_once_exactly_one_decision_wins_and_the_other_is_told(a
         start.wait()
         try:
             outcomes[name] = desk.decide(name, first.id, label)
-        except Exception as exc:  # noqa: BLE001 - every outcome is asserted below
+        except Exception as exc:
             outcomes[name] = exc
 
     threads = [threading.Thread(target=decide, args=("ana", "bicycle")),

@@ -66,12 +66,13 @@ def test_serialize_samples(load_function, load_event, lambda_context, sample, im
 
 @pytest.mark.parametrize(
     "sample, source",
-    [("classify.json", "bicycle/bicycle_s_000147.png"), ("filter_low_confidence.json", "motorcycle/minibike_s_000967.png")],
+    [("classify.json", "bicycle/bicycle_s_000147.png"),
+     ("filter_low_confidence.json", "motorcycle/minibike_s_000967.png")],
 )
 def test_samples_were_made_by_serialize_from_the_shipped_sample_images(
     load_function, load_event, lambda_context, sample, source
 ):
-    # The README's `sam local invoke` walkthrough uploads these files to the twin under the samples' keys.
+    # The `sam local invoke` walkthrough (docs/twin.md) uploads these files to the twin under the samples' keys.
     original = SAMPLES / source
     assert load_event(sample)["s3_key"] == "photos/" + original.name
     expected = load_event(sample)
@@ -114,7 +115,8 @@ def test_classify_sample_gives_the_filter_sample(load_function, load_event, lamb
 def test_filter_sample_is_confident(load_function, load_event, lambda_context):
     event = load_event("filter.json")
     filter_fn = load_function("filter")
-    assert filter_fn.lambda_handler(event, lambda_context) == {**event, "threshold": filter_fn.THRESHOLD, "audit": False}
+    assert filter_fn.lambda_handler(event, lambda_context) == {**event, "threshold": filter_fn.THRESHOLD,
+                                                               "audit": False}
 
 
 def test_filter_low_confidence_sample_goes_to_review(load_function, load_event, lambda_context):

@@ -396,7 +396,8 @@ def test_a_bad_upload_is_answered_under_its_literal_key(serialize, s3, lambda_co
 def test_too_large_is_refused_from_content_length(load_function, s3, lambda_context):
     serialize = load_function("serialize", MAX_IMAGE_BYTES="1000")
     s3.put_object(Bucket=INTAKE_BUCKET, Key="big.png", Body=encode(noise((40, 40)), "PNG"))
-    name, message = rejection(serialize.lambda_handler({"s3_bucket": INTAKE_BUCKET, "s3_key": "big.png"}, lambda_context))
+    answer = serialize.lambda_handler({"s3_bucket": INTAKE_BUCKET, "s3_key": "big.png"}, lambda_context)
+    name, message = rejection(answer)
     assert name == "ImageTooLargeError" and re.search("big.png.*limit", message)
 
 
@@ -427,7 +428,8 @@ MALFORMED_EVENTS = [
     pytest.param({"s3_bucket": INTAKE_BUCKET, "s3_key": ""}, id="empty-key"),
     pytest.param({"s3_bucket": INTAKE_BUCKET, "s3_key": 7}, id="key-not-string"),
     pytest.param({"s3_bucket": INTAKE_BUCKET, "s3_key": "k" * 1025}, id="key-too-long"),
-    pytest.param({"Records": [{"s3": {"bucket": {"name": INTAKE_BUCKET}, "object": {"key": "a.png"}}}]}, id="s3-records"),
+    pytest.param({"Records": [{"s3": {"bucket": {"name": INTAKE_BUCKET}, "object": {"key": "a.png"}}}]},
+                 id="s3-records"),
     pytest.param({**eventbridge_event("a.png"), "detail-type": "Object Deleted"}, id="eb-deleted"),
     pytest.param({**eventbridge_event("a.png"), "source": "aws.ec2"}, id="eb-wrong-source"),
     pytest.param({**eventbridge_event("a.png"), "detail": {"bucket": {"name": INTAKE_BUCKET}}}, id="eb-no-object"),

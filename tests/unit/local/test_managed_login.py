@@ -120,7 +120,8 @@ def test_a_sign_in_post_without_the_pages_csrf_token_is_refused(pool, domain):
     forged = browser.post(action, data={"_csrf": "guessed", "username": "driver-7", "password": PASSWORD})
     assert forged.status_code == 403 and "Location" not in forged.headers
     another_browser = Client(browser.application)  # no cookie: what another site's form would send
-    assert another_browser.post(action, data={**hidden, "username": "driver-7", "password": PASSWORD}).status_code == 403
+    form = {**hidden, "username": "driver-7", "password": PASSWORD}
+    assert another_browser.post(action, data=form).status_code == 403
 
 
 # ------------------------------------------------------------------ the code's five minutes

@@ -18,9 +18,9 @@ BUCKET = "intake"
 def presigned(conditions=None, expires_in=300, key="api/team/photo.png"):
     s3 = boto3.client("s3", region_name="us-east-1", aws_access_key_id="ASIATESTKEY", aws_secret_access_key=SECRET,
                       aws_session_token="session-token", config=Config(signature_version="s3v4"))
-    return s3.generate_presigned_post(Bucket=BUCKET, Key=key, ExpiresIn=expires_in, Fields={"Content-Type": "image/png"},
-                                      Conditions=conditions or [{"Content-Type": "image/png"},
-                                                                ["content-length-range", 1, 100]])["fields"]
+    conditions = conditions or [{"Content-Type": "image/png"}, ["content-length-range", 1, 100]]
+    return s3.generate_presigned_post(Bucket=BUCKET, Key=key, ExpiresIn=expires_in,
+                                      Fields={"Content-Type": "image/png"}, Conditions=conditions)["fields"]
 
 
 def check(fields, size=50, now=None, allowed=True):
@@ -43,7 +43,8 @@ def test_after_its_expiry_the_policy_is_refused():
     fields = presigned(expires_in=60)
     check(fields, now=datetime.now(timezone.utc) + timedelta(seconds=50))
     late = refusal(fields, now=datetime.now(timezone.utc) + timedelta(seconds=61))
-    assert (late.status, late.code, late.message) == (403, "AccessDenied", "Invalid according to Policy: Policy expired.")
+    assert (late.status, late.code, late.message) == (403, "AccessDenied",
+                                                      "Invalid according to Policy: Policy expired.")
 
 
 @pytest.mark.parametrize("size, code", [(101, "EntityTooLarge"), (0, "EntityTooSmall")])
@@ -75,7 +76,7 @@ def test_starts_with_conditions_hold_for_their_prefix_only():
 def test_a_bad_signature_an_unknown_key_no_policy_or_no_permission_is_refused():
     fields = presigned()
     assert refusal({**fields, "x-amz-signature": "0" * 64}).code == "SignatureDoesNotMatch"
-    assert refusal({**fields, "x-amz-credential": fields["x-amz-credential"].replace("ASIATESTKEY", "ASIAOTHER")}).code \
-        == "InvalidAccessKeyId"
+    another_key = fields["x-amz-credential"].replace("ASIATESTKEY", "ASIAOTHER")
+    assert refusal({**fields, "x-amz-credential": another_key}).code == "InvalidAccessKeyId"
     assert refusal({k: v for k, v in fields.items() if k != "policy"}).code == "AccessDenied"
     assert refusal(fields, allowed=False).message == "Access Denied"

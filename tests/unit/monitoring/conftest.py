@@ -81,7 +81,8 @@ def capture_files(probabilities, per_file: int = 10, spacing_s: int = 45, encodi
     files: dict[str, list[str]] = {}
     for i, p in enumerate(probabilities):
         when = START + timedelta(seconds=i * spacing_s)
-        key = capture_key(START + timedelta(seconds=(i // per_file) * per_file * spacing_s), f"part-{i // per_file:04d}")
+        file_start = START + timedelta(seconds=(i // per_file) * per_file * spacing_s)
+        key = capture_key(file_start, f"part-{i // per_file:04d}")
         files.setdefault(key, []).append(capture_line(p, when, encoding))
     return {key: "\n".join(lines) + "\n" for key, lines in files.items()}
 

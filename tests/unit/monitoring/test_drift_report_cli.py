@@ -6,15 +6,12 @@ import math
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pytest
-from moto import mock_aws
 from PIL import Image
 
 from drift_report_helpers import (
     START,
-    baseline_doc,
     capture_files,
     capture_key,
     capture_line,
@@ -24,7 +21,6 @@ from drift_report_helpers import (
 )
 from monitoring import build_report
 from monitoring.__main__ import main
-from monitoring.errors import MonitoringInputError
 
 TIME_CHARTS = {"confidence_over_time", "class_mix_over_time", "low_confidence_rate_over_time"}
 
@@ -86,8 +82,9 @@ def test_in_distribution_traffic_exits_0_with_report_json_and_charts(capsys, tmp
     assert drift["live_class_mix"] == pytest.approx(shares(probabilities))
     assert drift["baseline_class_mix"] == pytest.approx(shares(base))
     # The class-mix PSI is the formula over the two smoothed mixes computed here from the raw inputs.
-    b, l = smoothed(base), smoothed(probabilities)
-    assert drift["psi_class_mix"] == pytest.approx(sum((y - x) * math.log(y / x) for x, y in zip(b, l)))
+    smoothed_base, smoothed_live = smoothed(base), smoothed(probabilities)
+    assert drift["psi_class_mix"] == pytest.approx(
+        sum((y - x) * math.log(y / x) for x, y in zip(smoothed_base, smoothed_live)))
     assert sum(drift["live_confidence_bins"]) == pytest.approx(1.0)
     assert drift["threshold"] == 0.93  # the baseline's threshold_default
     live_conf = np.max(probabilities, axis=1)
@@ -215,8 +212,9 @@ def test_time_charts_with_one_bucket_span_the_data_and_draw_each_mean_among_its_
     monkeypatch.setattr(charts, "_save", lambda fig, out, name: figures.setdefault(name, fig) and save(fig, out, name))
     # All 30 predictions within one minute, at :44 to :51 seconds: the demo's case.
     start = datetime(2026, 11, 21, 10, 15, 44)
+    probabilities = healthy_probabilities(30, seed=5)
     files = {capture_key(start, "a.jsonl"): "".join(
-        capture_line(p, start + timedelta(seconds=i / 4)) + "\n" for i, p in enumerate(healthy_probabilities(30, seed=5)))}
+        capture_line(p, start + timedelta(seconds=i / 4)) + "\n" for i, p in enumerate(probabilities))}
     result = build_report(write_tree(tmp_path / "c", files), baseline=baseline_path, out=tmp_path / "o")
 
     [bucket] = result.document["series"]["capture"]

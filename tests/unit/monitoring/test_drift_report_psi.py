@@ -67,7 +67,8 @@ def test_psi_rejects_vectors_over_different_bins():
 
 @pytest.mark.parametrize(
     "value, flag",
-    [(0.0, "none"), (0.0999, "none"), (0.1, "moderate"), (0.25, "moderate"), (0.2501, "significant"), (4.0, "significant")],
+    [(0.0, "none"), (0.0999, "none"), (0.1, "moderate"), (0.25, "moderate"), (0.2501, "significant"),
+     (4.0, "significant")],
 )
 def test_psi_flag_follows_the_0_1_and_0_25_thresholds(value, flag):
     assert psi_flag(value) == flag

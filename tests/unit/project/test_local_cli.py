@@ -23,7 +23,8 @@ def test_the_twins_own_help_names_the_other_commands():
                          timeout=60)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("usage: python -m local ")
-    assert "python -m local demo --help" in run.stdout and "python -m local benchmark --help" in run.stdout
+    for command in COMMANDS:
+        assert f"python -m local {command} --help" in run.stdout
 
 
 def test_a_bad_option_is_one_line_and_starts_nothing(capsys):

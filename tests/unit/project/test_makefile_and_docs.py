@@ -1,4 +1,5 @@
-"""The Makefile and docs a newcomer reads first: every target listed, nothing pointing at our own machines."""
+"""The Makefile and docs a newcomer reads first: every target listed, every doc findable, nothing pointing at our own
+machines."""
 
 from __future__ import annotations
 
@@ -31,7 +32,19 @@ def test_help_lines_fit_a_terminal():
 
 
 def test_no_user_facing_default_or_doc_points_at_the_development_data_folder():
+    code = ("training", "local", "monitoring", "functions", "client")
     places = [REPO / "Makefile", REPO / "README.md", *REPO.glob("docs/*.md"),
-              *(p for folder in ("training", "local", "monitoring", "functions", "client") for p in (REPO / folder).rglob("*.py"))]
-    offenders = [str(p.relative_to(REPO)) for p in places if "../shared" in p.read_text() or "/shared/data" in p.read_text()]
+              *(p for folder in code for p in (REPO / folder).rglob("*.py"))]
+    offenders = [str(p.relative_to(REPO)) for p in places
+                 if "../shared" in p.read_text() or "/shared/data" in p.read_text()]
     assert not offenders
+
+
+def test_the_readme_is_an_onboarding_page_that_leads_to_every_doc():
+    readme = (REPO / "README.md").read_text()
+    lines = readme.splitlines()
+    assert len(lines) <= 150, f"README.md has {len(lines)} lines: move details into docs/"
+    assert not [n for n, line in enumerate(lines, 1) if len(line) > 120]
+    linked = set(re.findall(r"\]\((docs/[\w-]+\.md)", readme))
+    unlinked = {f"docs/{page.name}" for page in REPO.glob("docs/*.md")} - linked
+    assert not unlinked, f"not findable from README.md: {sorted(unlinked)}"

@@ -12,7 +12,7 @@ import re
 import pytest
 
 APP_NAMESPACE = "SconesUnlimited/VehicleClassifier"
-# Each alarm's threshold parameter (the README's alarm table).
+# Each alarm's threshold parameter (the alarm list in docs/operations.md).
 THRESHOLDS = {
     "FailedExecutionsAlarm": "FailedExecutionsThreshold",
     "LowConfidenceRateAlarm": "LowConfidenceRateThreshold",
@@ -138,8 +138,10 @@ def test_alarm_metrics_are_the_ones_the_functions_emit(deployed, function_source
                 # classify reports the exception's class name as the reason.
                 emitter = [src for src in function_sources.values() if f'name="{name}"' in src]
                 assert len(emitter) == 1, name
-                assert dimensions["Reason"] in classes_defined(emitter[0]), f"{lid}: no exception {dimensions['Reason']}"
-    assert {"LowConfidence", "Classified", "Predictions", "EndpointErrors", "AuditDecisions", "AuditAgreements"} <= checked
+                assert dimensions["Reason"] in classes_defined(emitter[0]), \
+                    f"{lid}: no exception {dimensions['Reason']}"
+    assert {"LowConfidence", "Classified", "Predictions", "EndpointErrors", "AuditDecisions",
+            "AuditAgreements"} <= checked
 
 
 def test_the_review_function_publishes_under_the_alarms_namespace_and_dimensions(stack, repo, monkeypatch):
@@ -159,7 +161,7 @@ def test_aws_metric_alarms_watch_this_stacks_resources(stack, repo):
     assert variant, "training/sagemaker/deploy.py no longer names its production variant"
     seen = set()
     for lid, alarm in _alarms(stack).items():
-        for namespace, name, dimensions, _, _ in _metrics(alarm):
+        for namespace, _, dimensions, _, _ in _metrics(alarm):
             seen.add(namespace)
             if namespace == "AWS/States":
                 assert dimensions == {"StateMachineArn": stack.ref("ClassifierStateMachine")}, lid

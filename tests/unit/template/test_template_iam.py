@@ -56,7 +56,8 @@ def test_cloudwatch_may_use_the_alarm_topics_key_and_only_for_this_accounts_alar
     assert topic["KmsMasterKeyId"] == stack.ref(key_id)  # not the AWS-managed alias/aws/sns
     props = stack.properties(key_id)
     assert props["EnableKeyRotation"] is True
-    grants = [s for s in props["KeyPolicy"]["Statement"] if s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}]
+    grants = [s for s in props["KeyPolicy"]["Statement"]
+              if s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}]
     assert len(grants) == 1
     grant = grants[0]
     assert grant["Effect"] == "Allow" and sorted(grant["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey*"]
@@ -175,7 +176,8 @@ REVIEW_ACTIONS = {
     "describe_stacks": "cloudformation:DescribeStacks", "send_message": "sqs:SendMessage", "scan": "dynamodb:Scan",
     "admin_create_user": "cognito-idp:AdminCreateUser", "admin_add_user_to_group": "cognito-idp:AdminAddUserToGroup",
     "admin_remove_user_from_group": "cognito-idp:AdminRemoveUserFromGroup",
-    "admin_user_global_sign_out": "cognito-idp:AdminUserGlobalSignOut", "admin_delete_user": "cognito-idp:AdminDeleteUser",
+    "admin_user_global_sign_out": "cognito-idp:AdminUserGlobalSignOut",
+    "admin_delete_user": "cognito-idp:AdminDeleteUser",
 }
 CLIENT_NAMES = {"_sqs", "_dynamodb", "_s3", "_events", "s3", "sqs", "cognito"}
 
@@ -214,7 +216,8 @@ def test_the_review_functions_role_grants_exactly_what_it_calls(stack, logical_i
     assert set(granted) == {REVIEW_ACTIONS[c] for c in calls} | {"s3:ListBucket"}
     intake, previews = stack.get_att("IntakeBucket", "Arn"), stack.get_att("ReviewPreviewsBucket", "Arn")
     assert sorted(granted["s3:GetObject"]) == sorted([f"{intake}/*", f"{previews}/*"])
-    assert sorted(granted["s3:PutObject"]) == sorted([f"{previews}/*", f"{stack.get_att('GroundTruthBucket', 'Arn')}/*"])
+    assert sorted(granted["s3:PutObject"]) == sorted([f"{previews}/*",
+                                                      f"{stack.get_att('GroundTruthBucket', 'Arn')}/*"])
     assert granted["sqs:DeleteMessage"] == [stack.get_att("ReviewQueue", "Arn")]
     assert granted["dynamodb:UpdateItem"] == [stack.get_att("ResultsTable", "Arn")]
     assert granted["dynamodb:PutItem"] == granted["dynamodb:DeleteItem"] == granted["dynamodb:Query"] == \

@@ -1,7 +1,7 @@
 """What the deployed stack promises, read from the template after the SAM transform (offline).
 
 Intake bucket hardening, function configuration, parameter validation, state machine logging and
-tracing, the EventBridge rule's delivery guarantees and the outputs the README tells users to use.
+tracing, the EventBridge rule's delivery guarantees and the outputs the docs tell users to use.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ def test_intake_bucket_policy_denies_plain_http(stack):
     bucket_arn = stack.get_att("IntakeBucket", "Arn")
     assert policy["Bucket"] == stack.ref("IntakeBucket")
     denials = [s for s in policy["PolicyDocument"]["Statement"]
-               if s["Effect"] == "Deny" and str(s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport")).lower()
-               == "false"]
+               if s["Effect"] == "Deny"
+               and str(s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport")).lower() == "false"]
     assert len(denials) == 1, policy
     deny = denials[0]
     assert deny["Principal"] in ("*", {"AWS": "*"})
@@ -89,8 +89,9 @@ def test_the_classify_timeout_covers_its_endpoint_call_as_the_template_says(repo
 
 
 def test_parameters_reach_the_functions(stack, defaults):
-    assert stack.properties("ClassifyImageFunction")["Environment"]["Variables"]["ENDPOINT_NAME"] == "my-endpoint"
-    assert stack.properties("ClassifyImageFunction")["Environment"]["Variables"]["CLASS_NAMES"] == defaults["ClassNames"]
+    classify_environment = stack.properties("ClassifyImageFunction")["Environment"]["Variables"]
+    assert classify_environment["ENDPOINT_NAME"] == "my-endpoint"
+    assert classify_environment["CLASS_NAMES"] == defaults["ClassNames"]
     threshold = stack.properties("FilterInferenceFunction")["Environment"]["Variables"]["THRESHOLD"]
     assert float(threshold) == float(defaults["ConfidenceThreshold"])
 
@@ -163,7 +164,8 @@ def test_rule_retries_and_keeps_undeliverable_uploads(stack):
     assert stack.ref("RuleDeadLetterQueue") in policy["Queues"]
     (statement,) = policy["PolicyDocument"]["Statement"]
     assert statement["Effect"] == "Allow" and statement["Principal"] == {"Service": "events.amazonaws.com"}
-    assert statement["Action"] in ("sqs:SendMessage", ["sqs:SendMessage"]) and statement["Resource"] in (dlq_arn, [dlq_arn])
+    assert statement["Action"] in ("sqs:SendMessage", ["sqs:SendMessage"])
+    assert statement["Resource"] in (dlq_arn, [dlq_arn])
     # ... and only for this rule: no other rule of the account may fill it.
     rule_lid, _ = _upload_rule(stack)
     assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": stack.get_att(rule_lid, "Arn")}}

@@ -51,7 +51,8 @@ def test_the_definition_takes_the_stacks_partition(machine, raw_template, repo):
     definition = json.loads(state_machine_definition(china, "ClassifierStateMachine"))
     tasks = {name: state for name, state in definition["States"].items() if state["Type"] == "Task"}
     assert tasks and all(state["Resource"].startswith("arn:aws-cn:states:::") for state in tasks.values())
-    functions = {state["Parameters"]["FunctionName"] for state in tasks.values() if "FunctionName" in state["Parameters"]}
+    functions = {state["Parameters"]["FunctionName"] for state in tasks.values()
+                 if "FunctionName" in state["Parameters"]}
     assert functions and all(arn.startswith("arn:aws-cn:lambda:cn-north-1:") for arn in functions)
 
 
@@ -130,7 +131,8 @@ def _records_reached(states: dict, name: str) -> list[dict]:
         ways = [c["Next"] for c in state["Choices"]] + [state["Default"]]
         return [r for way in ways for r in _records_reached(states, way)]
     if name == "DecodeKey":
-        return [r for way in [state["Next"]] + [c["Next"] for c in state["Catch"]] for r in _records_reached(states, way)]
+        ways = [state["Next"]] + [c["Next"] for c in state["Catch"]]
+        return [r for way in ways for r in _records_reached(states, way)]
     return [state]
 
 
@@ -185,7 +187,8 @@ def test_audit_sample_is_sent_to_review_after_its_dispatch_and_record(machine):
     assert states["PublishClassified"]["Next"] == "IsAudited" and choice["Default"] == "Classified"
     assert {"PublishClassified", "RecordClassified"} <= _predecessors(states, "SendToAudit")
     body = states["SendToAudit"]["Parameters"]["MessageBody"]
-    assert body["reason"] == "audit" and states["SendToReview"]["Parameters"]["MessageBody"]["reason"] == "below_threshold"
+    assert body["reason"] == "audit"
+    assert states["SendToReview"]["Parameters"]["MessageBody"]["reason"] == "below_threshold"
     # The page reads the same fields from both kinds of message.
     assert set(body) == set(states["SendToReview"]["Parameters"]["MessageBody"])
     assert states["RecordClassified"]["Parameters"]["Item"]["audit"] == {"BOOL.$": "$.audit"}
@@ -203,8 +206,8 @@ def test_nothing_is_dispatched_or_sent_to_review_before_the_record_is_written(ma
         assert states[notification]["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error",
                                                   "Next": "RecordFailed"}]
     assert states["FilterLowConfidence"]["Next"] == "RecordClassified"
-    assert {c["Next"] for c in states["FilterLowConfidence"]["Catch"] if c["ErrorEquals"] == ["LowConfidenceError"]} == {
-        "RecordNeedsReview"}
+    low_confidence = states["FilterLowConfidence"]["Catch"]
+    assert {c["Next"] for c in low_confidence if c["ErrorEquals"] == ["LowConfidenceError"]} == {"RecordNeedsReview"}
     for name, state in states.items():
         if state.get("Resource") in notify and name != "SendToRecordDeadLetter":
             assert _predecessors(states, name) & {"RecordClassified", "RecordNeedsReview"}, name
@@ -243,12 +246,16 @@ def test_a_failure_before_serialize_answered_is_recorded_under_the_decoded_key(m
     assert decode["OutputPath"] == "$.Payload" and decode["Next"] == "RecordFailed"
     assert decode["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": "RecordFailed"}]
     # a fresh environment answers a crash or a timeout of the one that failed
-    assert any("Sandbox.Timedout" in r["ErrorEquals"] and "Runtime.ExitError" in r["ErrorEquals"] for r in decode["Retry"])
+    assert any("Sandbox.Timedout" in r["ErrorEquals"] and "Runtime.ExitError" in r["ErrorEquals"]
+               for r in decode["Retry"])
     assert {c["Next"] for c in states["SerializeImageData"]["Catch"]} <= {
         "NameFunctionTimeout", "NameFunctionCrash", "NameFunctionUnknownFailure", "IsKeyDecoded"}
     # Straight to the record only from where the key is literal: serialize's answer onwards, or decoded.
-    into_record = {name for name, state in states.items() if "RecordFailed" in (
-        {state.get("Next"), state.get("Default")} | {c["Next"] for c in state.get("Choices", []) + state.get("Catch", [])})}
+    def next_states(state: dict) -> set:
+        return {state.get("Next"), state.get("Default")} | {c["Next"] for c in
+                                                             state.get("Choices", []) + state.get("Catch", [])}
+
+    into_record = {name for name, state in states.items() if "RecordFailed" in next_states(state)}
     assert into_record == {"IsImageUsable", "ClassifyImage", "FilterLowConfidence", "PublishClassified", "SendToReview",
                            "IsKeyDecoded", "DecodeKey"}
 

@@ -27,7 +27,8 @@ def test_metrics_on_a_hand_checked_example():
     m = compute_metrics(probs, labels, ["bicycle", "motorcycle"], threshold=0.75)
     assert m["n"] == 5 and m["accuracy"] == pytest.approx(0.8)
     assert m["confusion_matrix"]["counts"] == [[2, 0], [1, 2]]
-    assert m["per_class"]["bicycle"] == {"n": 2, "precision": pytest.approx(2 / 3), "recall": 1.0, "f1": pytest.approx(0.8)}
+    assert m["per_class"]["bicycle"] == {"n": 2, "precision": pytest.approx(2 / 3), "recall": 1.0,
+                                         "f1": pytest.approx(0.8)}
     assert m["per_class"]["motorcycle"]["precision"] == 1.0
     assert m["per_class"]["motorcycle"]["recall"] == pytest.approx(2 / 3)
     assert m["share_above_threshold"] == pytest.approx(0.4) and m["accuracy_above_threshold"] == 1.0

@@ -103,7 +103,8 @@ def test_bad_inputs_raise_named_errors(clf):
 def test_loading_a_missing_or_broken_model_dir_fails_clearly(tmp_path):
     with pytest.raises(ModelLoadError, match="no metadata.json"):
         Classifier.load(tmp_path)
-    (tmp_path / "metadata.json").write_text('{"model_file": "model.onnx", "classes": ["a", "b"], "input": {"size": 32}}')
+    (tmp_path / "metadata.json").write_text(
+        '{"model_file": "model.onnx", "classes": ["a", "b"], "input": {"size": 32}}')
     with pytest.raises(ModelLoadError, match="does not exist"):
         Classifier.load(tmp_path)
     (tmp_path / "model.onnx").write_bytes(b"not onnx")
@@ -129,5 +130,5 @@ def test_a_model_whose_batch_axis_has_another_name_still_gets_a_fixed_session(mo
     # The first session's override named nothing, so it is the free-batch one; the fixed one uses the real name.
     assert set(clf._sessions) == {None, "batch"}
     x = np.random.default_rng(2).random((2, 3, 32, 32), dtype=np.float32)
-    np.testing.assert_allclose(clf.predict_array(x), np.concatenate([clf.predict_array(x[:1]), clf.predict_array(x[1:])]),
-                               atol=1e-5)
+    one_by_one = np.concatenate([clf.predict_array(x[:1]), clf.predict_array(x[1:])])
+    np.testing.assert_allclose(clf.predict_array(x), one_by_one, atol=1e-5)

@@ -66,7 +66,8 @@ def test_pretrained_weights_load_into_the_rebuilt_architecture():
     net = model_def.VehicleNet(2)
     model_def.load_pretrained(net)  # raises if any key or shape does not fit
     source = torch.load(model_def.pretrained_weights_path(), map_location="cpu", weights_only=True)
-    torch.testing.assert_close(net.state_dict()["blocks.15.project.conv.weight"], source["_blocks.15._project_conv.weight"])
+    torch.testing.assert_close(net.state_dict()["blocks.15.project.conv.weight"],
+                               source["_blocks.15._project_conv.weight"])
 
 
 def test_unknown_weight_dtype_is_refused(tmp_path, trained_looking_net):
@@ -99,5 +100,6 @@ def test_exported_graph_pads_inside_its_convolutions(tmp_path, trained_looking_n
     proto = onnx.load(str(write_dir(tmp_path, trained_looking_net, "float32") / export.MODEL_FILE))
     ops = [node.op_type for node in proto.graph.node]
     assert "Pad" not in ops and ops.count("Conv") == 49
-    pads = [list(next(a.ints for a in n.attribute if a.name == "pads")) for n in proto.graph.node if n.op_type == "Conv"]
+    pads = [list(next(a.ints for a in n.attribute if a.name == "pads"))
+            for n in proto.graph.node if n.op_type == "Conv"]
     assert [0, 0, 1, 1] in pads  # 3x3 stride 2 on an even size: the extra pixel after, as TF "SAME"

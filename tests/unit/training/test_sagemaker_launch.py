@@ -92,7 +92,8 @@ class FakeMonitoringSchedules:
         if op == "CreateMonitoringSchedule":
             name = body["MonitoringScheduleName"]
             self.schedules[name] = body
-            return self._reply(200, {"MonitoringScheduleArn": f"arn:aws:sagemaker:{REGION}:123:monitoring-schedule/{name}"})
+            arn = f"arn:aws:sagemaker:{REGION}:123:monitoring-schedule/{name}"
+            return self._reply(200, {"MonitoringScheduleArn": arn})
         if op == "ListMonitoringSchedules":
             summaries = [
                 {"MonitoringScheduleName": name, "MonitoringScheduleArn": f"arn:{name}",
@@ -147,7 +148,8 @@ def write_tiny_model(model_dir: Path, classes=("bicycle", "motorcycle")) -> Path
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", len(classes)])],
         [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes")],
     )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), model_dir / "model.onnx")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    onnx.save(model, model_dir / "model.onnx")
     (model_dir / "metadata.json").write_text(json.dumps(
         {"model_file": "model.onnx", "classes": list(classes), "input": {"size": 32}}))
     return model_dir
@@ -187,7 +189,8 @@ def test_builtin_training_job_request(aws, capsys):
     assert req["AlgorithmSpecification"]["TrainingImage"] == (
         "811284229777.dkr.ecr.us-east-1.amazonaws.com/image-classification:1")
     hps = req["HyperParameters"]
-    assert (hps["image_shape"], hps["num_classes"], hps["num_training_samples"], hps["epochs"]) == ("3,32,32", "2", "8", "5")
+    shown = (hps["image_shape"], hps["num_classes"], hps["num_training_samples"], hps["epochs"])
+    assert shown == ("3,32,32", "2", "8", "5")
     assert hps["learning_rate"] == "0.01"  # explicit override wins
     # The algorithm documents early_stopping as True or False (capitalised).
     assert (hps["early_stopping"], hps["early_stopping_patience"]) == ("True", "5")
@@ -301,7 +304,8 @@ def test_deploy_creates_endpoint_with_data_capture_and_autoscaling(aws, tmp_path
     assert not [m for m in members if m.endswith(("train.py", "model_def.py", "cli.py"))]
     # The dependencies travel in the artifact: no requirements.txt, so no pip when an instance starts.
     assert "code/requirements.txt" not in members
-    assert members["code/lib/vendored_sample/__init__.py"] == (VENDORED / "vendored_sample" / "__init__.py").read_bytes()
+    vendored = (VENDORED / "vendored_sample" / "__init__.py").read_bytes()
+    assert members["code/lib/vendored_sample/__init__.py"] == vendored
 
     config = aws.rec.one("CreateEndpointConfig")
     variant = config["ProductionVariants"][0]
@@ -474,7 +478,8 @@ def test_monitor_runs_a_baseline_on_validation_outputs_then_an_hourly_schedule(a
         "156813124566.dkr.ecr.us-east-1.amazonaws.com/sagemaker-model-monitor-analyzer")
     assert job["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"] == (
         f"s3://{BUCKET}/scones/monitoring/mon-ep/baseline")
-    assert json.loads(job["Environment"]["dataset_format"]) == {"csv": {"header": True, "output_columns_position": "START"}}
+    assert json.loads(job["Environment"]["dataset_format"]) == {"csv": {"header": True,
+                                                                        "output_columns_position": "START"}}
     dataset_uri = job["ProcessingInputs"][0]["S3Input"]["S3Uri"]
     bucket, _, prefix = dataset_uri[5:].partition("/")
     key = aws.s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"][0]["Key"]
@@ -523,7 +528,8 @@ def test_monitor_says_model_monitor_is_closed_to_new_customers_and_where_to_go(a
     assert "no longer open to new customers" in capsys.readouterr().err
 
     def refuse(**_):  # as AWS answers an account the service is not open to
-        raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "not authorized"}}, "CreateProcessingJob")
+        raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "not authorized"}},
+                          "CreateProcessingJob")
 
     aws.session.events.register("before-call.sagemaker.CreateProcessingJob", refuse)
     assert main(args, boto_session=aws.session) == 2
@@ -579,7 +585,8 @@ def test_teardown_deletes_everything_deploy_and_monitor_created(aws, tmp_path, c
     assert sm.list_endpoints()["Endpoints"] == []
     assert sm.list_endpoint_configs()["EndpointConfigs"] == []
     assert sm.list_models()["Models"] == []
-    for line in ["deleted monitoring schedule gone-ep-data-quality", "deleted scaling policy gone-ep-invocations-per-instance",
+    for line in ["deleted monitoring schedule gone-ep-data-quality",
+                 "deleted scaling policy gone-ep-invocations-per-instance",
                  "deleted scalable target endpoint/gone-ep/variant/AllTraffic", "deleted endpoint gone-ep",
                  "deleted endpoint config gone-ep", "deleted model gone-ep"]:
         assert line in out

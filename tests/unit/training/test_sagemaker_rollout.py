@@ -43,7 +43,8 @@ def within_documented_bounds(request: dict, instance_count: int) -> list[str]:
         wrong.append("MaximumExecutionTimeoutInSeconds")
     if routing["Type"] == "CANARY":
         size = routing["CanarySize"]
-        instances = size["Value"] if size["Type"] == "INSTANCE_COUNT" else math.ceil(instance_count * size["Value"] / 100)
+        instances = (size["Value"] if size["Type"] == "INSTANCE_COUNT"
+                     else math.ceil(instance_count * size["Value"] / 100))
         if instances > instance_count / 2:
             wrong.append("CanarySize")
     if not 1 <= len(config.get("AutoRollbackConfiguration", {}).get("Alarms", [])) <= 10:
@@ -113,12 +114,12 @@ def live_pair(aws, capsys):  # noqa: F811 - two instances: room for a canary
     return deployed(aws, capsys, "--initial-instance-count", "2")
 
 
-def run(aws, *args: str) -> int:
-    return main(list(args), boto_session=aws.session)
+def run(account, *args: str) -> int:
+    return main(list(args), boto_session=account.session)
 
 
-def live_alarms(aws) -> list[str]:
-    return [a["AlarmName"] for a in aws.session.client("cloudwatch").describe_alarms()["MetricAlarms"]]
+def live_alarms(account) -> list[str]:
+    return [a["AlarmName"] for a in account.session.client("cloudwatch").describe_alarms()["MetricAlarms"]]
 
 
 def test_gate_verdicts_set_the_registry_status_and_only_approved_versions_deploy(live, tmp_path, capsys, monkeypatch):
@@ -147,7 +148,8 @@ def test_on_one_instance_the_default_update_is_all_at_once_with_a_bake(live, tmp
     update shifts all at once, then bakes with the rollback alarms; an explicit canary is refused, with the fix."""
     monkeypatch.setattr("boto3.Session", lambda *a, **k: live.session)
     version = register(tmp_path, SHIPPED, comparison(tmp_path, SHIPPED, "same"), capsys)
-    update = ["update", "--endpoint-name", ENDPOINT, "--model-package", version["model_package_arn"], "--alarm", ALARMS[0]]
+    update = ["update", "--endpoint-name", ENDPOINT, "--model-package", version["model_package_arn"],
+              "--alarm", ALARMS[0]]
 
     assert run(live, *update, "--canary-percent", "10") == 2
     assert "a 10 % canary of 1 instance(s) is 1 instance(s), more than the half" in capsys.readouterr().err
@@ -163,7 +165,8 @@ def test_on_one_instance_the_default_update_is_all_at_once_with_a_bake(live, tmp
 def test_update_refuses_waits_the_api_refuses_in_one_line(live, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("boto3.Session", lambda *a, **k: live.session)
     version = register(tmp_path, SHIPPED, comparison(tmp_path, SHIPPED, "same"), capsys)
-    update = ["update", "--endpoint-name", ENDPOINT, "--model-package", version["model_package_arn"], "--alarm", ALARMS[0]]
+    update = ["update", "--endpoint-name", ENDPOINT, "--model-package", version["model_package_arn"],
+              "--alarm", ALARMS[0]]
     for flag, value, message in (("--bake-minutes", "61", "--bake-minutes is 0 to 60"),
                                  ("--bake-minutes", "-1", "--bake-minutes is 0 to 60"),
                                  ("--termination-wait-minutes", "90", "--termination-wait-minutes is 0 to 60"),
@@ -305,7 +308,8 @@ def test_serverless_endpoint_has_no_capture_or_instances_and_no_guardrails(aws, 
     captured = capsys.readouterr()
     assert "switches all traffic at once, with no bake and no automatic rollback" in captured.err
     assert json.loads(captured.out[captured.out.index("{"):])["guardrails"] is None
-    [new] = sm.describe_endpoint_config(EndpointConfigName=updates.requests[-1]["EndpointConfigName"])["ProductionVariants"]
+    config = sm.describe_endpoint_config(EndpointConfigName=updates.requests[-1]["EndpointConfigName"])
+    [new] = config["ProductionVariants"]
     assert new["ServerlessConfig"] == variant["ServerlessConfig"]
     assert live_alarms(aws) == []  # no rollback alarms made for a deployment that has none
 

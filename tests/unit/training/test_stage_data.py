@@ -150,7 +150,7 @@ def test_local_archive_with_the_wrong_checksum_is_refused(cifar, tmp_path, capsy
 class _ArchiveHandler(http.server.BaseHTTPRequestHandler):
     payload = b""
 
-    def do_GET(self):  # noqa: N802 (http.server API)
+    def do_GET(self):  # the name http.server calls
         self.send_response(200)
         self.send_header("Content-Length", str(len(self.payload)))
         self.end_headers()

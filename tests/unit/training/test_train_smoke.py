@@ -74,7 +74,8 @@ def test_missing_training_data_is_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "training", "train", "--model-dir", str(tmp_path / "m")], cwd=tmp_path,
                           env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.startswith("error: data directory data/staged/train does not exist") and "`make data`" in proc.stderr
+    assert proc.stderr.startswith("error: data directory data/staged/train does not exist")
+    assert "`make data`" in proc.stderr
 
 
 @pytest.mark.slow

@@ -18,10 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from local.template import Stack  # the template's functions, code folders and environments
 
-from local.template import Stack  # noqa: E402  (the template's functions, code folders and environments)
+REPO = Path(__file__).resolve().parent.parent
 
 PYTHON = "python3.13"
 IMPORT = ("import sys, time; sys.path[:0] = [{task!r}, {runtime!r}]; started = time.perf_counter(); import app; "
@@ -49,7 +48,7 @@ def import_seconds(task: Path, runtime: Path, environment: dict[str, str], runs:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python functions/benchmark_cold_starts.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m local cold-starts", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7, help="fresh processes per measurement (default 7)")
     args = parser.parse_args(argv)
     if not shutil.which(PYTHON):
@@ -62,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([PYTHON, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "boto3",
                         "--target", str(runtime)], check=True)
         subprocess.run([PYTHON, "-m", "compileall", "-q", "-j", "0", str(runtime)], check=True)
-        print(f"{'function':<26} {'MB':>6} {'MB no .pyc':>10} {'import, bytecode':>17} {'import, source':>15} {'ratio':>6}")
+        print(f"{'function':<26} {'MB':>6} {'MB no .pyc':>10} {'import, bytecode':>17} {'import, source':>15} "
+              f"{'ratio':>6}")
         for logical_id, code_dir in sorted(stack.code_dirs.items()):
             task = build(logical_id, code_dir, Path(tmp) / logical_id)
             environment = {k: str(v) for k, v in stack.properties(logical_id)["Environment"]["Variables"].items()}
@@ -71,9 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             for cache in list(task.rglob("__pycache__")):
                 shutil.rmtree(cache)
             from_source = import_seconds(task, runtime, environment, args.runs)
-            print(f"{logical_id:<26} {built_mb:>6.1f} {source_mb:>10.1f} "
-                  f"{with_bytecode * 1000:>14.0f} ms {from_source * 1000:>12.0f} ms {from_source / with_bytecode:>5.1f}x",
-                  flush=True)
+            print(f"{logical_id:<26} {built_mb:>6.1f} {source_mb:>10.1f} {with_bytecode * 1000:>14.0f} ms "
+                  f"{from_source * 1000:>12.0f} ms {from_source / with_bytecode:>5.1f}x", flush=True)
     return 0
 
 
