@@ -17,12 +17,15 @@ import math
 import os
 import re
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import boto3
 from aws_lambda_powertools import Logger, single_metric
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
+from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 from botocore.exceptions import ClientError, HTTPClientError, ReadTimeoutError
 from botocore.exceptions import ConnectionError as BotoConnectionError
@@ -70,32 +73,34 @@ class InvalidPredictionError(Exception):
     """The endpoint answered, but not with one probability per class."""
 
 
-def _load_endpoint_name() -> str:
-    name = os.environ.get("ENDPOINT_NAME", "").strip()
-    if not name:
-        raise ConfigurationError("ENDPOINT_NAME is not set")
-    if not _ENDPOINT_NAME_PATTERN.match(name):
-        raise ConfigurationError(f"ENDPOINT_NAME={name!r} is not a valid SageMaker endpoint name")
-    return name
+@dataclass(frozen=True)
+class Settings:
+    """The function's environment (template.yaml: ClassifyImageFunction), read and checked once at cold start:
+    a bad value fails every invocation loudly."""
+    endpoint_name: str
+    class_names: tuple[str, ...]  # the endpoint's output order
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
+        name = env.get("ENDPOINT_NAME", "").strip()
+        if not name:
+            raise ConfigurationError("ENDPOINT_NAME is not set")
+        if not _ENDPOINT_NAME_PATTERN.match(name):
+            raise ConfigurationError(f"ENDPOINT_NAME={name!r} is not a valid SageMaker endpoint name")
+        raw = env.get("CLASS_NAMES") or DEFAULT_CLASS_NAMES
+        names = tuple(part.strip() for part in raw.split(","))
+        if len(names) < 2 or any(not n for n in names) or len(set(names)) != len(names):
+            raise ConfigurationError(f"CLASS_NAMES={raw!r} must list at least two distinct, non-empty names")
+        return cls(endpoint_name=name, class_names=names)
 
 
-def _load_class_names() -> tuple[str, ...]:
-    raw = os.environ.get("CLASS_NAMES") or DEFAULT_CLASS_NAMES
-    names = tuple(part.strip() for part in raw.split(","))
-    if len(names) < 2 or any(not name for name in names) or len(set(names)) != len(names):
-        raise ConfigurationError(f"CLASS_NAMES={raw!r} must list at least two distinct, non-empty names")
-    return names
-
-
-# Configuration is checked at cold start: a bad value fails every invocation loudly.
-ENDPOINT_NAME = _load_endpoint_name()
-CLASS_NAMES = _load_class_names()
+settings = Settings.from_env()
 
 logger = Logger()
 # A provider of our own (not the shared Metrics class state), so handlers loaded side
 # by side in one process (tests, the local twin) cannot mix metrics or dimensions.
 metrics = AmazonCloudWatchEMFProvider(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE)
-metrics.set_default_dimensions(EndpointName=ENDPOINT_NAME)
+metrics.set_default_dimensions(EndpointName=settings.endpoint_name)
 
 # Exactly one attempt: retries belong to the state machine (backoff + jitter, visible in
 # the execution history). The model answers in milliseconds; short timeouts bound each attempt, and so
@@ -147,7 +152,7 @@ def _error_from_client_error(exc: ClientError) -> Exception:
     code = error.get("Code", "")
     message = error.get("Message", "")
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    where = f"endpoint {ENDPOINT_NAME}"
+    where = f"endpoint {settings.endpoint_name}"
     if code == "ModelNotReadyException":  # before the 429 rule: SageMaker sends it with 429 too
         return ModelNotReadyError(f"{where}: model not ready: {message}")
     if code in ("ThrottlingException", "Throttling", "TooManyRequestsException") or status == 429:
@@ -170,18 +175,18 @@ def invoke(image: bytes, content_type: str) -> tuple[bytes, str | None]:
     """(response body, invoked variant); failures become the named errors above."""
     try:
         response = runtime_client().invoke_endpoint(
-            EndpointName=ENDPOINT_NAME, ContentType=content_type, Accept="application/json", Body=image
+            EndpointName=settings.endpoint_name, ContentType=content_type, Accept="application/json", Body=image
         )
         return response["Body"].read(), response.get("InvokedProductionVariant")
     except ClientError as exc:
         raise _error_from_client_error(exc) from exc
     except ReadTimeoutError as exc:
         raise EndpointUnavailableError(
-            f"endpoint {ENDPOINT_NAME} did not answer within {READ_TIMEOUT_S} s (a serverless endpoint may still be "
-            f"starting: a cold start): {exc}") from exc
+            f"endpoint {settings.endpoint_name} did not answer within {READ_TIMEOUT_S} s (a serverless endpoint "
+            f"may still be starting: a cold start): {exc}") from exc
     except (BotoConnectionError, HTTPClientError) as exc:
         # Refused, reset or timed out: the endpoint (or the twin's server) is down or restarting.
-        raise EndpointUnavailableError(f"endpoint {ENDPOINT_NAME} unreachable: {exc}") from exc
+        raise EndpointUnavailableError(f"endpoint {settings.endpoint_name} unreachable: {exc}") from exc
 
 
 def parse_probabilities(body: bytes) -> list[float]:
@@ -192,9 +197,9 @@ def parse_probabilities(body: bytes) -> list[float]:
         raise InvalidPredictionError(f"response is not JSON: {body[:80]!r}") from None
     if not isinstance(values, list):
         raise InvalidPredictionError(f"expected a JSON list of probabilities, got {type(values).__name__}")
-    if len(values) != len(CLASS_NAMES):
+    if len(values) != len(settings.class_names):
         raise InvalidPredictionError(
-            f"expected {len(CLASS_NAMES)} probabilities for {list(CLASS_NAMES)}, got {len(values)}"
+            f"expected {len(settings.class_names)} probabilities for {list(settings.class_names)}, got {len(values)}"
         )
     for value in values:
         # bool is an int subclass; json 'true' is not a probability.
@@ -210,9 +215,10 @@ def parse_probabilities(body: bytes) -> list[float]:
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
-def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     image, content_type = parse_event(event)
-    logger.append_keys(s3_bucket=event.get("s3_bucket"), s3_key=event.get("s3_key"), endpoint_name=ENDPOINT_NAME)
+    logger.append_keys(s3_bucket=event.get("s3_bucket"), s3_key=event.get("s3_key"),
+                       endpoint_name=settings.endpoint_name)
 
     started = time.perf_counter()
     try:
@@ -227,7 +233,7 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     latency_ms = round((time.perf_counter() - started) * 1000, 1)
 
     best = max(range(len(probabilities)), key=probabilities.__getitem__)
-    label, confidence = CLASS_NAMES[best], probabilities[best]
+    label, confidence = settings.class_names[best], probabilities[best]
     metrics.add_metric(name="Confidence", unit=MetricUnit.NoUnit, value=confidence)
     metrics.add_metric(name="EndpointLatency", unit=MetricUnit.Milliseconds, value=latency_ms)
     with single_metric(
@@ -245,10 +251,10 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     return {
         **event,
         "inferences": probabilities,
-        "probabilities": dict(zip(CLASS_NAMES, probabilities)),
+        "probabilities": dict(zip(settings.class_names, probabilities)),
         "label": label,
         "confidence": confidence,
-        "endpoint_name": ENDPOINT_NAME,
+        "endpoint_name": settings.endpoint_name,
         "invoked_variant": variant,
         "endpoint_latency_ms": latency_ms,
     }

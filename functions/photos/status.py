@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -26,8 +27,20 @@ from photos import AWS_CLIENT_CONFIG, PHOTO_ID, ApiError, caller_of, env_str, er
 logger = Logger()
 app = APIGatewayHttpResolver()
 
-PHOTOS_TABLE = env_str("PHOTOS_TABLE")
-RESULTS_TABLE = env_str("RESULTS_TABLE")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The function's environment (template.yaml: PhotoStatusFunction), read and checked once at cold start."""
+    photos_table: str
+    results_table: str
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        return cls(photos_table=env_str("PHOTOS_TABLE"), results_table=env_str("RESULTS_TABLE"))
+
+
+settings = Settings.from_env()
 MAX_WAIT_SECONDS = 20
 POLL_SECONDS = 0.5
 # After the upload URL expired, an upload has had the pipeline's whole time budget (240 s) to be recorded.
@@ -81,7 +94,8 @@ def describe(photo: dict[str, Any], record: dict[str, Any] | None, now: float) -
 
 
 def read_photo(photo_id: str, owner: str) -> dict[str, Any]:
-    raw = dynamodb.get_item(TableName=PHOTOS_TABLE, Key={"id": {"S": photo_id}}, ConsistentRead=True).get("Item")
+    raw = dynamodb.get_item(TableName=settings.photos_table, Key={"id": {"S": photo_id}},
+                            ConsistentRead=True).get("Item")
     photo = _plain(raw) if raw else None
     if photo is None or photo.get("owner") != owner:
         raise ApiError(404, "NotFound", f"no photo {photo_id} of yours")
@@ -89,7 +103,7 @@ def read_photo(photo_id: str, owner: str) -> dict[str, Any]:
 
 
 def read_state(photo: dict[str, Any]) -> dict[str, Any]:
-    raw = dynamodb.get_item(TableName=RESULTS_TABLE, ConsistentRead=True,
+    raw = dynamodb.get_item(TableName=settings.results_table, ConsistentRead=True,
                             Key={"bucket": {"S": photo["bucket"]}, "key": {"S": photo["key"]}}).get("Item")
     return describe(photo, _plain(raw) if raw else None, time.time())
 

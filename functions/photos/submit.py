@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -32,12 +33,26 @@ from photos import (ACCEPTED_TYPES, AWS_CLIENT_CONFIG, ApiError, base_url, calle
 logger = Logger()
 app = APIGatewayHttpResolver()
 
-# Settings, checked at cold start.
-INTAKE_BUCKET = env_str("INTAKE_BUCKET")
-PHOTOS_TABLE = env_str("PHOTOS_TABLE")
-IDEMPOTENCY_TABLE = env_str("IDEMPOTENCY_TABLE")
-MAX_IMAGE_BYTES = env_int("MAX_IMAGE_BYTES", 1, 5 * 1024**3)
-UPLOAD_URL_EXPIRY_SECONDS = env_int("UPLOAD_URL_EXPIRY_SECONDS", 1, 7 * 24 * 3600)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The function's environment (template.yaml: SubmitPhotoFunction), read and checked once at cold start."""
+    intake_bucket: str
+    photos_table: str
+    idempotency_table: str
+    max_image_bytes: int
+    upload_url_expiry_seconds: int
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        return cls(intake_bucket=env_str("INTAKE_BUCKET"), photos_table=env_str("PHOTOS_TABLE"),
+                   idempotency_table=env_str("IDEMPOTENCY_TABLE"),
+                   max_image_bytes=env_int("MAX_IMAGE_BYTES", 1, 5 * 1024**3),
+                   upload_url_expiry_seconds=env_int("UPLOAD_URL_EXPIRY_SECONDS", 1, 7 * 24 * 3600))
+
+
+settings = Settings.from_env()
 MAX_BODY_BYTES = 1024  # {"content_type": "image/jpeg"} is 30 bytes
 MAX_IDEMPOTENCY_KEY = 255
 KEEP_PHOTO_SECONDS = 90 * 24 * 3600  # the photo's id stays readable this long (PhotosTable's TTL)
@@ -48,8 +63,8 @@ dynamodb = boto3.client("dynamodb", config=AWS_CLIENT_CONFIG)
 # A repeat with the same key is the same photo only while its upload URL works; after that it is a new photo.
 idempotency = IdempotencyConfig(event_key_jmespath="[owner, idempotency_key]",
                                 payload_validation_jmespath="content_type",
-                                expires_after_seconds=UPLOAD_URL_EXPIRY_SECONDS)
-persistence = DynamoDBPersistenceLayer(table_name=IDEMPOTENCY_TABLE, boto3_client=dynamodb)
+                                expires_after_seconds=settings.upload_url_expiry_seconds)
+persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table, boto3_client=dynamodb)
 
 
 @app.exception_handler(ApiError)
@@ -121,19 +136,19 @@ def new_photo(request: dict[str, Any]) -> dict[str, Any]:
     photo_id = uuid.uuid4().hex
     key = photo_key(request["owner"], photo_id, request["content_type"])
     now = time.time()
-    expires = now + UPLOAD_URL_EXPIRY_SECONDS
-    dynamodb.put_item(TableName=PHOTOS_TABLE, ConditionExpression="attribute_not_exists(id)", Item={
+    expires = now + settings.upload_url_expiry_seconds
+    dynamodb.put_item(TableName=settings.photos_table, ConditionExpression="attribute_not_exists(id)", Item={
         "id": {"S": photo_id}, "owner": {"S": request["owner"]}, "client_id": {"S": request["client_id"]},
-        "bucket": {"S": INTAKE_BUCKET}, "key": {"S": key}, "content_type": {"S": request["content_type"]},
+        "bucket": {"S": settings.intake_bucket}, "key": {"S": key}, "content_type": {"S": request["content_type"]},
         "created_at": {"S": _iso(now)}, "upload_expires_at": {"S": _iso(expires)},
         "delete_after": {"N": str(int(now + KEEP_PHOTO_SECONDS))}})
     upload = s3.generate_presigned_post(
-        Bucket=INTAKE_BUCKET, Key=key, ExpiresIn=UPLOAD_URL_EXPIRY_SECONDS,
+        Bucket=settings.intake_bucket, Key=key, ExpiresIn=settings.upload_url_expiry_seconds,
         Fields={"Content-Type": request["content_type"]},
-        Conditions=[{"Content-Type": request["content_type"]}, ["content-length-range", 1, MAX_IMAGE_BYTES]])
+        Conditions=[{"Content-Type": request["content_type"]}, ["content-length-range", 1, settings.max_image_bytes]])
     logger.info("photo announced", extra={"photo_id": photo_id, "s3_key": key, "client_id": request["client_id"]})
     return {"id": photo_id, "upload": {"url": upload["url"], "fields": upload["fields"]},
-            "expires_at": _iso(expires), "max_bytes": MAX_IMAGE_BYTES}
+            "expires_at": _iso(expires), "max_bytes": settings.max_image_bytes}
 
 
 @idempotent_function(data_keyword_argument="request", persistence_store=persistence, config=idempotency)

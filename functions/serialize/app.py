@@ -17,6 +17,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import unquote_plus
 
@@ -26,6 +28,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import S3EventNotificationEventBridgeModel
+from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -68,30 +71,43 @@ UPLOAD_FAULTS = (ImageNotFoundError, ImageTooLargeError, EmptyImageError, Unsupp
                  CorruptImageError, DecompressionBombError)
 
 
-def _env_int(name: str, default: int, minimum: int, maximum: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name}={raw!r} is not an integer") from None
-    if not minimum <= value <= maximum:
-        raise ConfigurationError(f"{name}={value} is outside [{minimum}, {maximum}]")
-    return value
+@dataclass(frozen=True)
+class Settings:
+    """The function's environment (template.yaml: SerializeImageFunction), read and checked once at cold start:
+    a bad value fails every invocation loudly."""
+    max_image_bytes: int = 10 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    max_output_side: int = 384
+    endpoint_name: str = ""  # only a metric dimension here
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
+        def integer(name: str, default: int, minimum: int, maximum: int) -> int:
+            raw = env.get(name)
+            if raw is None or raw.strip() == "":
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ConfigurationError(f"{name}={raw!r} is not an integer") from None
+            if not minimum <= value <= maximum:
+                raise ConfigurationError(f"{name}={value} is outside [{minimum}, {maximum}]")
+            return value
+
+        return cls(max_image_bytes=integer("MAX_IMAGE_BYTES", cls.max_image_bytes, 1, 1024**3),
+                   max_image_pixels=integer("MAX_IMAGE_PIXELS", cls.max_image_pixels, 1, PILLOW_HARD_LIMIT - 1),
+                   max_output_side=integer("MAX_OUTPUT_SIDE", cls.max_output_side, 16, 1024),
+                   endpoint_name=env.get("ENDPOINT_NAME", "").strip())
 
 
-# Configuration is checked at cold start: a bad value fails every invocation loudly.
-MAX_IMAGE_BYTES = _env_int("MAX_IMAGE_BYTES", 10 * 1024 * 1024, 1, 1024**3)
-MAX_IMAGE_PIXELS = _env_int("MAX_IMAGE_PIXELS", 40_000_000, 1, PILLOW_HARD_LIMIT - 1)
-MAX_OUTPUT_SIDE = _env_int("MAX_OUTPUT_SIDE", 384, 16, 1024)
+settings = Settings.from_env()
 
 logger = Logger()
 # A provider of our own (not the shared Metrics class state), so handlers loaded side
 # by side in one process (tests, the local twin) cannot mix metrics or dimensions.
 metrics = AmazonCloudWatchEMFProvider(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE)
-if os.environ.get("ENDPOINT_NAME"):
-    metrics.set_default_dimensions(EndpointName=os.environ["ENDPOINT_NAME"])
+if settings.endpoint_name:
+    metrics.set_default_dimensions(EndpointName=settings.endpoint_name)
 
 _s3 = None
 
@@ -211,9 +227,9 @@ def read_image(bucket: str, key: str) -> bytes:
     if size == 0:
         body.close()
         raise EmptyImageError(f"{where} is empty (0 bytes)")
-    if size > MAX_IMAGE_BYTES:
+    if size > settings.max_image_bytes:
         body.close()
-        raise ImageTooLargeError(f"{where} is {size} bytes; the limit (MAX_IMAGE_BYTES) is {MAX_IMAGE_BYTES}")
+        raise ImageTooLargeError(f"{where} is {size} bytes; the limit (MAX_IMAGE_BYTES) is {settings.max_image_bytes}")
     return body.read()
 
 
@@ -232,14 +248,14 @@ def _reject(exc: Exception) -> None:
 
 
 @logger.inject_lambda_context(clear_state=True)
-def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     if isinstance(event, dict) and set(event) == {"decode_key"}:
         return decode_key(event)
     return _serialize(event, context)
 
 
 @metrics.log_metrics
-def _serialize(event: Any, context: Any) -> dict[str, Any]:
+def _serialize(event: Any, context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="ImagesReceived", unit=MetricUnit.Count, value=1)
     try:
         state, bucket, key, delivered = parse_event(event)
@@ -254,7 +270,7 @@ def _serialize(event: Any, context: Any) -> dict[str, Any]:
             data = read_image(bucket, delivered)
             key = state["s3_key"] = delivered
             logger.append_keys(s3_key=key)
-        image = normalize(data, max_pixels=MAX_IMAGE_PIXELS, max_side=MAX_OUTPUT_SIDE, name=f"s3://{bucket}/{key}")
+        image = normalize(data, max_pixels=settings.max_image_pixels, max_side=settings.max_output_side, name=f"s3://{bucket}/{key}")
     except UPLOAD_FAULTS as exc:
         _reject(exc)
         name = type(exc).__name__
