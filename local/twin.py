@@ -115,6 +115,12 @@ class _MotoWithPostPolicies(ThreadedMotoServer):
         self._server.serve_forever()
 
 
+def _printable(text: str) -> str:
+    """Keys are user input: in the twin's console a control character or a direction override is shown as an
+    escape (\\x1b, \\u202e), never obeyed by the terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
+
+
 def _relocated(value: str, addresses: dict[str, str]) -> str:
     for aws, local in addresses.items():
         if value.startswith(aws):
@@ -352,7 +358,8 @@ class Twin:
             log.info("[%s] metric %s (%s)", short, values, dims)
         elif isinstance(document, dict) and "message" in document:
             where = f" s3://{document.get('s3_bucket', '?')}/{document['s3_key']}" if "s3_key" in document else ""
-            log.info("[%s] %s %s%s", short, document.get("level", ""), document["message"], where)
+            log.info("[%s] %s %s%s", short, document.get("level", ""), _printable(document["message"]),
+                     _printable(where))
         else:
             log.info("[%s] %s", short, line)
 
@@ -360,7 +367,7 @@ class Twin:
         detail = event.get("detail", {})
         bucket, key = detail.get("bucket", {}).get("name", "?"), detail.get("object", {}).get("key", "?")
         key = unquote_plus(key)  # S3 events carry the key URL-encoded
-        log.info("started %s for s3://%s/%s", record["execution_arn"].rsplit(":", 1)[-1], bucket, key)
+        log.info("started %s for s3://%s/%s", record["execution_arn"].rsplit(":", 1)[-1], bucket, _printable(key))
         with self._watch_lock:
             self._watch[record["execution_arn"]] = (bucket, key, time.monotonic())
 
@@ -392,7 +399,7 @@ class Twin:
                 took = (described["stopDate"] - described["startDate"]).total_seconds() \
                     if described.get("stopDate") else time.monotonic() - started
                 log.info("%s %s s3://%s/%s: %s (%.2fs)", "done" if described["status"] == "SUCCEEDED" else "FAILED",
-                         arn.rsplit(":", 1)[-1], bucket, key, summary, took)
+                         arn.rsplit(":", 1)[-1], bucket, _printable(key), summary, took)
 
     def _failure_reason(self, bucket: str, key: str) -> str:
         from client.results import get_record
