@@ -68,6 +68,7 @@ function signedOut(message) {
   $("sign-in").hidden = false;
   $("sign-out").hidden = true;
   $("summary").textContent = "";
+  $("waiting").hidden = true;
   say(message);
   render();
 }
@@ -114,12 +115,14 @@ async function load() {
     state.images = [];
     say(answer.body.message || "You are signed in, but not as a reviewer.");
     $("summary").textContent = "";
+    $("waiting").hidden = true;
     clearInterval(state.timer);
     render();
     return;
   }
   if (!answer.ok) { say(answer.body.message || `error ${answer.status}`); return; }
   $("who").textContent = `Signed in as ${answer.body.reviewer}`;
+  $("waiting").hidden = false;
   state.images = answer.body.items;
   const others = Math.max(0, answer.body.waiting - state.images.length);
   $("summary").textContent = `${state.images.length} on your list` + (others ? `, about ${others} more waiting` : "");
