@@ -71,6 +71,8 @@ def test_every_function_is_built_with_its_code(build):
         assert artifact.is_dir(), f"{lid}: built CodeUri {artifact} missing"
         for module in _source_dir(lid).glob("*.py"):
             assert (artifact / module.name).read_bytes() == module.read_bytes(), f"{lid}: {module.name} differs"
+        for asset in _source_dir(lid).glob("assets/*"):  # the review page's HTML, script and style
+            assert (artifact / "assets" / asset.name).read_bytes() == asset.read_bytes(), f"{lid}: {asset.name}"
         handler_module = function["Properties"]["Handler"].rsplit(".", 1)[0]
         assert (artifact / f"{handler_module}.py").is_file(), lid
 
