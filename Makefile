@@ -18,6 +18,7 @@ PORT ?= 4590
 ENDPOINT_PORT ?= 4591
 API_PORT ?= 4593
 AUTH_PORT ?= 4594
+REVIEW_PORT ?= 4592
 STACK ?= scones-vehicle-classifier
 DATA_DIR ?= data/staged
 TRAIN_DATA ?= $(DATA_DIR)/train
@@ -117,7 +118,8 @@ demo-drift: $(TWIN_STAMP)
 	$(BIN)/python -m local demo --shift dark --out build/demo-drift $(if $(IMAGES),--images "$(IMAGES)")
 
 local: $(TWIN_STAMP)
-	$(BIN)/python -m local --port $(PORT) --endpoint-port $(ENDPOINT_PORT) --api-port $(API_PORT) --auth-port $(AUTH_PORT)
+	$(BIN)/python -m local --port $(PORT) --endpoint-port $(ENDPOINT_PORT) --api-port $(API_PORT) --auth-port $(AUTH_PORT) \
+		--review-port $(REVIEW_PORT)
 
 # STACK given on the command line (make results STACK=name) means a deployed stack; otherwise the twin.
 WHERE = $(if $(filter command line environment,$(origin STACK)),--stack "$(STACK)",--port $(PORT))

@@ -15,6 +15,7 @@ TWIN_PORT = 4590
 TWIN_ENDPOINT_PORT = 4591
 TWIN_API_PORT = 4593  # the HTTP API (ApiUrl)
 TWIN_AUTH_PORT = 4594  # the token endpoint (TokenUrl)
+TWIN_REVIEW_PORT = 4592  # the review page and its API (ReviewPageUrl, ReviewApiUrl)
 # Where `make local` writes the twin's stack outputs as JSON (ApiUrl, TokenUrl, UserPoolId, ...).
 TWIN_OUTPUTS = Path(__file__).resolve().parent.parent / "build" / "twin" / "outputs.json"
 TWIN_REGION = "us-east-1"
@@ -66,7 +67,8 @@ def twin(port: int = TWIN_PORT, outputs_file: Path = TWIN_OUTPUTS) -> Target:
     cognito = target.client("cognito-idp")
     pools = [p["Id"] for p in cognito.list_user_pools(MaxResults=60)["UserPools"]
              if p["Name"].endswith("-users")]  # the template's UserPoolName
-    apis = [a["ApiId"] for a in target.client("apigatewayv2").get_apis()["Items"]]
+    # The front door (PhotoApi); the review page's API is named "<stack>-review" (template.yaml: ReviewApi).
+    apis = [a["ApiId"] for a in target.client("apigatewayv2").get_apis()["Items"] if not a["Name"].endswith("-review")]
     if len(pools) == 1 and len(apis) == 1:
         target.outputs.update(UserPoolId=pools[0], ApiId=apis[0], ApiScopePrefix="vehicle-classifier/")
         groups = [g["GroupName"] for g in cognito.list_groups(UserPoolId=pools[0])["Groups"]]

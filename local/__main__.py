@@ -21,14 +21,16 @@ import sys
 import threading
 from pathlib import Path
 
-from client.target import TWIN_API_PORT, TWIN_AUTH_PORT, TWIN_ENDPOINT_PORT, TWIN_PORT, TWIN_OUTPUTS
+from client.target import (TWIN_API_PORT, TWIN_AUTH_PORT, TWIN_ENDPOINT_PORT, TWIN_OUTPUTS, TWIN_PORT,
+                           TWIN_REVIEW_PORT)
 from local.faults import Fault, FaultError
 from local.template import TemplateError
 from local.twin import CREDENTIALS, REGION, ROOT, PortInUseError, Twin, TwinSettings
 
 # How a user moves each port, from make and from this command.
 PORT_SETTINGS = {"port": ("PORT", "--port"), "endpoint_port": ("ENDPOINT_PORT", "--endpoint-port"),
-                 "api_port": ("API_PORT", "--api-port"), "auth_port": ("AUTH_PORT", "--auth-port")}
+                 "api_port": ("API_PORT", "--api-port"), "auth_port": ("AUTH_PORT", "--auth-port"),
+                 "review_port": ("REVIEW_PORT", "--review-port")}
 
 
 def parse_parameters(pairs: list[str]) -> dict[str, str]:
@@ -107,6 +109,9 @@ def run_twin(argv: list[str]) -> int:
                         help=f"port of the HTTP API, ApiUrl (default {TWIN_API_PORT}; 0 = any)")
     parser.add_argument("--auth-port", type=int, default=TWIN_AUTH_PORT,
                         help=f"port of the user pool's token endpoint, TokenUrl (default {TWIN_AUTH_PORT}; 0 = any)")
+    parser.add_argument("--review-port", type=int, default=TWIN_REVIEW_PORT,
+                        help=f"port of the review page and its API, ReviewPageUrl (default {TWIN_REVIEW_PORT}; "
+                             "0 = any)")
     parser.add_argument("--outputs", type=Path, default=TWIN_OUTPUTS,
                         help="write the stack's outputs here as JSON (default build/twin/outputs.json)")
     parser.add_argument("--stack-name", default="scones-twin")
@@ -137,7 +142,7 @@ def run_twin(argv: list[str]) -> int:
         for noisy in ("werkzeug", "moto"):
             logging.getLogger(noisy).setLevel(logging.CRITICAL)
     twin = Twin(TwinSettings(port=args.port, endpoint_port=args.endpoint_port, api_port=args.api_port,
-                             auth_port=args.auth_port, stack_name=args.stack_name,
+                             auth_port=args.auth_port, review_port=args.review_port, stack_name=args.stack_name,
                              model_dir=args.model_dir, capture_dir=args.capture_dir, parameters=parameters))
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

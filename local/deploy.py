@@ -192,9 +192,17 @@ _OPENAPI_CORS = {"allowOrigins": "AllowOrigins", "allowMethods": "AllowMethods",
 
 
 def _http_api(stack: Stack, logical_id: str, apigw) -> str:
-    """An HTTP API from its OpenAPI body (what SAM's transform writes) as apigatewayv2 calls, since moto's
-    import leaves authorizers and route scopes out; then its stages. The twin's gateway serves what this holds."""
-    body = stack.properties(logical_id)["Body"]
+    """An HTTP API: from its OpenAPI body (what SAM's transform writes) as apigatewayv2 calls, since moto's
+    import leaves authorizers and route scopes out, or as declared (routes then come as resources of their own:
+    _api_resources); then its stages. The twin's gateway serves what this holds."""
+    props = stack.properties(logical_id)
+    body = props.get("Body") or {}
+    if not body:
+        api_id = apigw.create_api(**{k: v for k, v in props.items() if k in ("Name", "ProtocolType", "Description",
+                                                                            "CorsConfiguration")})["ApiId"]
+        stack.physical_ids[logical_id] = api_id
+        _stages(stack, logical_id, api_id, apigw)
+        return api_id
     cors = {_OPENAPI_CORS[k]: v for k, v in (body.get("x-amazon-apigateway-cors") or {}).items() if k in _OPENAPI_CORS}
     api = apigw.create_api(Name=str(body.get("info", {}).get("title", stack.physical_ids[logical_id])),
                            ProtocolType="HTTP", **({"CorsConfiguration": cors} if cors else {}))
@@ -223,6 +231,11 @@ def _http_api(stack: Stack, logical_id: str, apigw) -> str:
                 ((scheme, scopes),) = security.items()
                 auth = {"AuthorizationType": "JWT", "AuthorizerId": authorizers[scheme], "AuthorizationScopes": scopes}
             apigw.create_route(ApiId=api_id, RouteKey=route_key, Target=f"integrations/{integration_id}", **auth)
+    _stages(stack, logical_id, api_id, apigw)
+    return api_id
+
+
+def _stages(stack: Stack, logical_id: str, api_id: str, apigw) -> None:
     for lid, stage in stack.of_type("AWS::ApiGatewayV2::Stage").items():
         if stage["Properties"].get("ApiId") != {"Ref": logical_id}:
             continue
@@ -233,4 +246,3 @@ def _http_api(stack: Stack, logical_id: str, apigw) -> str:
                 if name in settings:
                     settings[name] = kind(float(settings[name]))
         apigw.create_stage(ApiId=api_id, **props)
-    return api_id

@@ -60,6 +60,7 @@ class TwinSettings:
     endpoint_port: int = 0  # any free port; `make local` uses client.target.TWIN_ENDPOINT_PORT
     api_port: int = 0  # the HTTP API (ApiUrl); `make local` uses client.target.TWIN_API_PORT
     auth_port: int = 0  # the user pool's token endpoint (TokenUrl); `make local` uses client.target.TWIN_AUTH_PORT
+    review_port: int = 0  # the review API (ReviewPageUrl); `make local` uses client.target.TWIN_REVIEW_PORT
     stack_name: str = "scones-twin"
     template: Path = ROOT / "template.yaml"
     model_dir: Path | None = None
@@ -203,8 +204,9 @@ class Twin:
         parameters = {"EndpointName": DEFAULT_ENDPOINT_NAME, **s.parameters}
         stack = Stack.load(s.template, name=s.stack_name, region=REGION, parameters=parameters)
         _ensure_free(s.port, "port")
-        if s.endpoint_port:
-            _ensure_free(s.endpoint_port, "endpoint_port")
+        for setting in ("endpoint_port", "api_port", "auth_port", "review_port"):
+            if getattr(s, setting):  # 0: any free port
+                _ensure_free(getattr(s, setting), setting)
         # moto's Step Functions engine calls the other services over HTTP on MOTO_PORT, with boto3.
         os.environ["MOTO_PORT"] = str(s.port)
         # Strict first: the speed-ups then cache the engine clients it makes (signed as the state machine's role).
@@ -288,9 +290,10 @@ class Twin:
         stack = self.deployment.stack
         jwks = JwksCache(lambda issuer: f"{self.url}/{issuer.rsplit('/', 1)[-1]}/.well-known/jwks.json")
         addresses = {}
-        for api_id in self.deployment.apis.values():
+        ports = {"PhotoApi": s.api_port, "ReviewApi": s.review_port}  # the template's HTTP APIs
+        for logical_id, api_id in self.deployment.apis.items():
             gateway = Gateway(self.client("apigatewayv2"), api_id, self._runtime, jwks, ACCOUNT_ID)
-            server = WsgiServer(gateway, s.api_port, name="twin-api")
+            server = WsgiServer(gateway, ports.get(logical_id, 0), name=f"twin-{logical_id}")
             self._front_door.append(server)
             addresses[f"https://{api_id}.execute-api.{REGION}.amazonaws.com"] = server.url
         if "UserPoolId" in self.outputs:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from waiting import visible
 ASSETS = Path(__file__).parent / "assets"
 STATIC = {"review.js": "text/javascript; charset=utf-8", "review.css": "text/css; charset=utf-8"}
 MAX_BODY_BYTES = 1024  # {"label": "motorcycle"} is 23 bytes
+PHOTO_ID = re.compile(r"^[0-9a-f]{32}$")  # waiting.image_id
 # The page's calls wait for a person: a few quick attempts, never a long hang.
 AWS_CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=5)
 
@@ -102,7 +104,10 @@ settings = Settings.from_env()
 logger = Logger(service="vehicle-classifier")
 _clients = {name: boto3.client(name, config=AWS_CLIENT_CONFIG)
             for name in ("sqs", "dynamodb", "events")}
-_s3 = boto3.client("s3", config=AWS_CLIENT_CONFIG.merge(Config(signature_version="s3v4")))
+# Presigned preview URLs: SigV4 on the bucket's regional virtual host (botocore's default host is the global one,
+# which a new bucket outside us-east-1 answers with a redirect); an endpoint override (the twin) stays path-style.
+_s3 = boto3.client("s3", config=AWS_CLIENT_CONFIG.merge(Config(signature_version="s3v4",
+                                                                s3={"addressing_style": "virtual"})))
 previews = Previews(_s3, settings.previews_bucket, settings.preview_url_seconds, settings.max_image_bytes)
 desk = ReviewDesk(
     Leases(_clients["sqs"], _clients["dynamodb"], settings.review_queue_url, settings.leases_table,
@@ -178,6 +183,8 @@ def waiting() -> Response:
 @app.post("/reviews/<image_id>")
 def decide(image_id: str) -> Response:
     reviewer = _reviewer()
+    if not PHOTO_ID.match(image_id):
+        raise ApiError(404, "NotFound", "no such page or photo")
     label = _label(app.current_event)
     decision = desk.decide(reviewer, image_id, label)
     logger.info("decided", extra={"reviewer": visible(reviewer), "key": visible(decision.image.key),
@@ -202,17 +209,23 @@ def _reviewer() -> str:
 
 
 def groups(claim: Any) -> list[str]:
-    """The cognito:groups claim: API Gateway passes a list claim as the string "[a b]" (payload 2.0)."""
+    """The cognito:groups claim: API Gateway passes a list claim as the string "[a b]" (payload 2.0). Group names
+    hold no spaces but may hold other punctuation, so only whitespace separates them."""
     if isinstance(claim, list):
         return [str(g) for g in claim]
     text = str(claim or "").strip()
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
-    return text.replace(",", " ").split()
+    return text.split()
 
 
 def _label(event) -> str:
-    body = event.decoded_body or ""
+    if len(event.body or "") > MAX_BODY_BYTES * 4 // 3 + 4:  # checked before decoding (base64 is 4/3 larger)
+        raise ApiError(400, "BadRequest", f"the body is over {MAX_BODY_BYTES} bytes; send {{\"label\": ...}}")
+    try:
+        body = event.decoded_body or ""
+    except (UnicodeDecodeError, ValueError):  # base64 of bytes that are not UTF-8
+        raise ApiError(400, "BadRequest", 'the body is not UTF-8 JSON; send {"label": ...}') from None
     if len(body.encode()) > MAX_BODY_BYTES:
         raise ApiError(400, "BadRequest", f"the body is over {MAX_BODY_BYTES} bytes; send {{\"label\": ...}}")
     try:

@@ -23,6 +23,9 @@ log = logging.getLogger("reviews")
 
 PAGE_SIZE = 10  # photos on a reviewer's list at once
 RECEIVE_ROUNDS = 3  # receives per listing at most: a listing answers in well under a second
+# Previews a listing makes at most (each a full read and decode of a photo): the rest come with the page's next
+# listing (it lists every 10 s), so a listing answers well within API Gateway's 30 s.
+PREVIEWS_PER_LISTING = 3
 NOT_RECORDED_RETRY_SECONDS = 10  # the message overtook its record: look again soon
 IN_PROGRESS_RETRY_SECONDS = 30  # another invocation is running a decision's effects
 
@@ -66,8 +69,9 @@ class ReviewDesk:
                 break
             for message in messages:
                 self._take(reviewer, message, mine)
-        listed = [Listed(lease, self._preview(lease)) for lease in mine.values()]
-        return sorted(listed, key=lambda item: (item.lease.image.sent_at, item.lease.image.id))
+        oldest_first = sorted(mine.values(), key=lambda lease: (lease.image.sent_at, lease.image.id))
+        budget = [PREVIEWS_PER_LISTING]
+        return [Listed(lease, self._preview(lease, budget)) for lease in oldest_first]
 
     def waiting(self) -> int:
         return self._leases.waiting()
@@ -129,7 +133,9 @@ class ReviewDesk:
             self._leases.drop(lease)
         return False
 
-    def _preview(self, lease: Lease) -> str | None:
-        if not lease.preview:
+    def _preview(self, lease: Lease, budget: list[int]) -> str | None:
+        """The photo's preview URL, making the preview first while this listing's budget lasts."""
+        if not lease.preview and budget[0] > 0:
+            budget[0] -= 1
             self._leases.set_preview(lease, self._previews.make(lease.image))
         return self._previews.url(lease.image) if lease.preview == READY else None

@@ -250,6 +250,11 @@ class Gateway:
         headers.setdefault("x-forwarded-for", request.remote_addr or "")
         query = {k: ",".join(request.args.getlist(k)) for k in request.args}
         text = not body or TEXT_TYPES.match(request.mimetype or "") is not None
+        if text and body:
+            try:  # a text body that is not UTF-8 travels base64-encoded, as any binary one
+                body.decode()
+            except UnicodeDecodeError:
+                text = False
         now = time.time()
         event: dict[str, Any] = {
             "version": "2.0", "routeKey": route.key, "rawPath": request.path,

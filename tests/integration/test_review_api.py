@@ -58,7 +58,7 @@ def call(twin: Twin, method: str, path: str, token: str | None = None, **kwargs)
     headers = kwargs.pop("headers", {})
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    return requests.request(method, twin.outputs["ApiUrl"] + path, headers=headers, timeout=30, **kwargs)
+    return requests.request(method, twin.outputs["ReviewApiUrl"] + path, headers=headers, timeout=30, **kwargs)
 
 
 def listing(twin: Twin, token: str) -> dict:
@@ -115,6 +115,7 @@ def test_a_drivers_token_is_not_let_into_the_review_api(twin, unsure):
 
 # ------------------------------------------------------------------ listing, leases, previews
 def test_a_reviewer_lists_the_waiting_photos_leased_to_them_with_small_previews(twin, unsure, ana, ben):
+    listing(twin, ana)  # a listing makes a few previews; the page's next listing (10 s on) the rest
     answer = listing(twin, ana)
     assert answer["reviewer"] == "ana"
     items = answer["items"]
@@ -167,6 +168,8 @@ def test_the_reviewer_is_the_tokens_user_whatever_the_body_says(twin, unsure, an
     ('{"label": ["bicycle"]}', "label must be one of bicycle, motorcycle, unusable"),
     ('{"label": null}', "label must be one of bicycle, motorcycle, unusable"),
     ('{"label": "bicycle", "pad": "' + "x" * 2000 + '"}', "the body is over 1024 bytes"),
+    ('{"label": "bicycle", "pad": "' + "\u00e9" * 600 + '"}', "the body is over 1024 bytes"),  # 1,200 bytes
+    (b'{"label": "\xff\xfe"}', "the body is not UTF-8 JSON"),
 ])
 def test_bad_input_is_a_clear_json_400_and_decides_nothing(twin, unsure, ana, body, says):
     item = _item(twin, ana, "review/two.png")
@@ -177,12 +180,14 @@ def test_bad_input_is_a_clear_json_400_and_decides_nothing(twin, unsure, ana, bo
     assert "decided_at" not in record_of(twin, "review/two.png")
 
 
-def test_a_photo_not_leased_to_the_reviewer_is_a_409_and_an_unknown_id_a_409(twin, unsure, ana, ben):
+def test_a_photo_not_leased_to_the_reviewer_is_a_409_and_a_malformed_id_a_404(twin, unsure, ana, ben):
     item = _item(twin, ana, "review/two.png")
     answer = call(twin, "POST", f"/reviews/{item['id']}", ben, json={"label": "bicycle"})
     assert answer.status_code == 409 and "not on your list" in answer.json()["message"]
-    answer = call(twin, "POST", "/reviews/not-a-photo", ana, json={"label": "bicycle"})
-    assert answer.status_code == 409
+    answer = call(twin, "POST", f"/reviews/{'0' * 32}", ana, json={"label": "bicycle"})
+    assert answer.status_code == 409  # a photo id, but of no photo on ana's list
+    answer = call(twin, "POST", f"/reviews/{'x' * 2000}", ana, json={"label": "bicycle"})
+    assert answer.status_code == 404 and answer.json()["error"] == "NotFound"  # not even a photo id
     assert "decided_at" not in record_of(twin, "review/two.png")
 
 

@@ -115,7 +115,7 @@ def test_a_repeated_execution_of_a_decided_upload_leaves_the_decision_and_announ
     waiting = wait_for(twin, {key})[key]
     assert waiting["outcome"] == "needs_review"
     # Ana decides it on the review API, as the page does.
-    token, api = reviewer_token(twin, "ana"), twin.outputs["ApiUrl"]
+    token, api = reviewer_token(twin, "ana"), twin.outputs["ReviewApiUrl"]
     listed = requests.get(f"{api}/reviews", headers={"Authorization": f"Bearer {token}"}, timeout=30).json()["items"]
     (photo,) = [item for item in listed if item["key"] == key]
     answer = requests.post(f"{api}/reviews/{photo['id']}", json={"label": "motorcycle"},

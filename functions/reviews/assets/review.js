@@ -14,6 +14,11 @@ const HERE = `${location.origin}${location.pathname}`;  // the app client's call
 const API = new URL("reviews", HERE.replace(/\/review$/, "/")).href;
 const state = { images: [], current: null, busy: false, timer: null };
 const UNUSABLE = () => $("unusable-label").content.textContent.trim();
+const PREVIEW_NOTES = {
+  "": "The preview is being made; it shows within a few seconds.",
+  deleted: "The photo was deleted from the bucket; you can still decide, e.g. unusable.",
+  unreadable: "The file is not a readable image; you can still decide, e.g. unusable.",
+};
 
 function base64url(bytes) {
   return btoa(String.fromCharCode(...new Uint8Array(bytes))).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
@@ -149,13 +154,13 @@ function render() {
   $("empty").hidden = Boolean(image) || !token() || $("status").textContent.includes("not a reviewer");
   if (!image) return;
   const photo = $("photo");
-  if (photo.dataset.id !== image.id) {
+  // A new photo, or its preview made since: show it (each listing gives a fresh URL; keep the one showing).
+  if (photo.dataset.id !== image.id || Boolean(image.image_url) !== photo.hasAttribute("src")) {
     photo.dataset.id = image.id;
-    $("photo-note").textContent = image.image_url ? "" : (image.preview === "deleted"
-      ? "The photo was deleted from the bucket; you can still decide, e.g. unusable."
-      : "The file is not a readable image; you can still decide, e.g. unusable.");
     if (image.image_url) photo.src = image.image_url; else photo.removeAttribute("src");
+    $("photo-note").textContent = "";
   }
+  if (!image.image_url) $("photo-note").textContent = PREVIEW_NOTES[image.preview] || PREVIEW_NOTES.unreadable;
   $("key").textContent = image.key;
   const badge = document.createElement("span");
   badge.className = image.reason === "audit" ? "badge audit" : "badge";

@@ -370,6 +370,18 @@ def test_a_preview_is_made_once_bounded_and_shown_through_a_short_lived_url(aws,
     assert made == []  # the next listing reuses it
 
 
+def test_a_listing_makes_a_few_previews_and_the_next_listing_the_rest(aws, fn):
+    keys = [f"photos/{n}.png" for n in range(5)]
+    for n, key in enumerate(keys):
+        aws.upload(key, execution=f"e{n}")
+    desk = aws.desk()
+    first = desk.list_for("ana")
+    made = fn["desk"].PREVIEWS_PER_LISTING
+    assert [item.image_url is not None for item in first] == [True] * made + [False] * (len(keys) - made)
+    assert {item.lease.preview for item in first[made:]} == {""}  # not made yet: the page says so
+    assert all(item.image_url for item in desk.list_for("ana"))
+
+
 def test_keys_and_names_are_shown_with_control_and_direction_characters_escaped(fn):
     visible = fn["waiting"].visible
     assert visible("photos/\u202egnp.exe") == r"photos/\u202egnp.exe"  # right-to-left override: shown, not obeyed
