@@ -85,3 +85,13 @@ def test_cv_folds_are_stratified_disjoint_and_cover_every_image():
 def test_quantize_refuses_a_folder_the_model_was_not_validated_on(tmp_path, capsys):
     code = quantize.main(["--model-dir", str(SHIPPED), "--data-dir", str(SAMPLES), "--out", str(tmp_path / "q")])
     assert code == 2 and "is not the one" in capsys.readouterr().err and not (tmp_path / "q").exists()
+
+
+def test_a_fresh_stack_starts_with_the_shipped_models_threshold():
+    # promote --stack and the twin set ConfidenceThreshold from the model; the template's default only matters for
+    # a first `sam deploy`, which serves the shipped model: it must be that model's threshold
+    import re
+
+    text = (REPO / "template.yaml").read_text()
+    default = re.search(r"\n  ConfidenceThreshold:\n(?:    .*\n)*?    Default: ([0-9.]+)\n", text)
+    assert default and float(default.group(1)) == thresholds.of_model(SHIPPED)
