@@ -44,6 +44,7 @@ from local.moto_strict import StrictMoto
 from local.template import ACCOUNT_ID, Stack
 from training.serving.capture import CaptureConfig
 from training.serving.endpoint import EndpointServer, start_endpoint
+from training.threshold import of_model as model_threshold
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("twin")
@@ -201,7 +202,11 @@ class Twin:
     def start(self) -> "Twin":
         s = self.settings
         # The template and its parameters first: a bad override is the user's first error to see.
-        parameters = {"EndpointName": DEFAULT_ENDPOINT_NAME, **s.parameters}
+        # The twin thresholds its model with the model's own threshold (metadata.json), as promotion sets the
+        # stack's ConfidenceThreshold on AWS; an explicit --parameter ConfidenceThreshold=... still wins.
+        model_dir = s.model_dir or ROOT / "training" / "model"
+        parameters = {"EndpointName": DEFAULT_ENDPOINT_NAME, "ConfidenceThreshold": f"{model_threshold(model_dir):g}",
+                      **s.parameters}
         stack = Stack.load(s.template, name=s.stack_name, region=REGION, parameters=parameters)
         _ensure_free(s.port, "port")
         for setting in ("endpoint_port", "api_port", "auth_port", "review_port"):
@@ -221,7 +226,7 @@ class Twin:
 
         stack.queue_url_base = self.url
         capture = CaptureConfig(destination=str(s.capture_dir), sampling_percentage=100) if s.capture_dir else None
-        self.endpoint = start_endpoint(s.model_dir or ROOT / "training" / "model", port=s.endpoint_port,
+        self.endpoint = start_endpoint(model_dir, port=s.endpoint_port,
                                        endpoint_name=stack.parameters["EndpointName"], capture=capture,
                                        region=REGION)
         # Handlers reach AWS only through the standard configuration, exactly as in Lambda.

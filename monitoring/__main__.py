@@ -13,7 +13,6 @@ import sys
 from monitoring.build import (
     DEFAULT_BASELINE,
     DEFAULT_OUT,
-    DEFAULT_THRESHOLD,
     MIN_PREDICTIONS,
     DriftResult,
     build_report,
@@ -39,8 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--baseline", default=str(DEFAULT_BASELINE), metavar="PATH",
                         help="baseline.json saved at training time (default: %(default)s)")
     parser.add_argument("--threshold", type=float, metavar="P",
-                        help=f"review threshold on the top probability (default: the baseline's "
-                             f"threshold_default, else {DEFAULT_THRESHOLD})")
+                        help="review threshold on the top probability (default: the baseline's "
+                             "threshold_default, the model's own threshold)")
     parser.add_argument("--out", default=str(DEFAULT_OUT), metavar="DIR",
                         help="output folder for report.html, drift.json and charts (default: %(default)s)")
     parser.add_argument("--psi-threshold", type=float, default=PSI_SIGNIFICANT, metavar="PSI",

@@ -27,9 +27,6 @@ from monitoring.timeseries import capture_series, choose_bucket_seconds, results
 
 DEFAULT_BASELINE = Path("training/model/baseline.json")
 DEFAULT_OUT = Path("build/drift")
-# Used when neither --threshold nor the baseline's threshold_default is given; the same
-# default as the pipeline's review threshold.
-DEFAULT_THRESHOLD = 0.93
 # Below this many live predictions there is no drift verdict, only "not enough data": the same
 # minimum the template's rate alarms use (parameter MinimumPredictionsForRates, default 20).
 MIN_PREDICTIONS = 20
@@ -78,14 +75,18 @@ def build_report(
 ) -> DriftResult:
     """Compare live traffic in ``capture`` (folder or s3:// URI) with ``baseline``.
 
-    ``threshold`` defaults to the baseline's ``threshold_default`` (else 0.93). With fewer than
+    ``threshold`` defaults to the baseline's ``threshold_default``, the model's own threshold (training.threshold);
+    a baseline without one needs an explicit ``threshold``. With fewer than
     ``min_predictions`` live predictions the verdict is "not enough data" (exit code 4), not drift.
     Raises MonitoringInputError for unusable input, including no capture records at all.
     """
     if not isinstance(baseline, Baseline):
         baseline = load_baseline(baseline)
     if threshold is None:
-        threshold = baseline.threshold_default or DEFAULT_THRESHOLD
+        threshold = baseline.threshold_default
+        if threshold is None:
+            raise MonitoringInputError("the baseline names no threshold_default (the model's confidence threshold): "
+                                       "pass --threshold")
     _check_settings(threshold, psi_threshold, min_predictions)
     since = _since(since)
 

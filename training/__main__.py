@@ -14,8 +14,10 @@ import sys
 COMMANDS = {
     "stage-data": ("training.stage_data", "stage the bicycle/motorcycle images from CIFAR-100 (or PNGs, or reviewers' labels)"),
     "train": ("training.train", "train the classifier on staged images and export a model directory"),
+    "cv": ("training.cv", "k-fold cross-validation of the training recipe: accuracy, automation, precision"),
     "evaluate": ("training.evaluate", "accuracy, F1 and confusion of a model directory on labelled images"),
     "gate": ("training.gate", "compare a challenger model with the champion: may it replace it?"),
+    "quantize": ("training.quantize", "an int8 copy of a model directory (static QDQ, calibrated on training images)"),
     "export": ("training.export", "export a model directory again with today's exporter (probabilities unchanged)"),
     "serve": ("training.serving.endpoint", "serve a model over HTTP as a SageMaker endpoint does"),
     "benchmark": ("training.serving.benchmark", "how fast PyTorch, ONNX Runtime and the HTTP endpoint classify"),

@@ -4,8 +4,9 @@
 
 DIR holds one sub-folder per class named as in the model's metadata (bicycle/, motorcycle/);
 images may be any size and format the serving path accepts. Prints accuracy, per-class
-precision/recall, the confusion matrix and the expected calibration error, then ends with ONE
-JSON line (stdout) with all figures. Unreadable images are counted, listed and skipped.
+precision/recall, the confusion matrix, the expected calibration error and, at the model's own
+confidence threshold (metadata.json, training.threshold), the automation (share of images decided
+without a person) and the precision of those decisions; then ONE JSON line (stdout) with all figures. Unreadable images are counted, listed and skipped.
 Progress goes to stderr. Uses training.inference, i.e. exactly the serving path.
 """
 
@@ -21,13 +22,14 @@ import numpy as np
 
 try:
     from .inference import DEFAULT_MODEL_DIR, Classifier, InvalidImageError, ModelLoadError
+    from .threshold import MissingThresholdError, of_metadata
     from .preprocess import IMAGE_SUFFIXES, REVIEWED_MARKER, STAGED_DATA, missing_data
 except ImportError:  # run from inside training/
     from inference import DEFAULT_MODEL_DIR, Classifier, InvalidImageError, ModelLoadError
+    from threshold import MissingThresholdError, of_metadata
     from preprocess import IMAGE_SUFFIXES, REVIEWED_MARKER, STAGED_DATA, missing_data
 
 ECE_BINS = 10
-THRESHOLD_DEFAULT = 0.93  # the workflow's confidence threshold for auto-accepting a prediction
 
 
 class DatasetError(ValueError):
@@ -65,9 +67,11 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
     return float(ece)
 
 
-def compute_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str],
-                    threshold: float = THRESHOLD_DEFAULT) -> dict:
-    """All figures we report for a labelled set; also written into metadata.json by training.export."""
+def compute_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str], threshold: float) -> dict:
+    """All figures we report for a labelled set at a confidence threshold; also in metadata.json (training.export).
+
+    share_above_threshold is the automation (decided without a person), accuracy_above_threshold the
+    precision of those automatic decisions."""
     probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels)
     pred = probs.argmax(1)
     k = len(classes)
@@ -105,6 +109,7 @@ def _round(value, digits: int = 6):
 
 def evaluate(data_dir: pathlib.Path, model_dir: pathlib.Path, batch_size: int = 32, log=sys.stderr) -> dict:
     classifier = Classifier.load(model_dir, threads=None)  # one stream of batches: every core for each run
+    threshold = of_metadata(classifier.metadata, str(model_dir / "metadata.json"))
     items = list_labelled(data_dir, classifier.classes)
     probs, labels, unreadable = [], [], []
     started, last_report = time.perf_counter(), time.perf_counter()
@@ -125,7 +130,7 @@ def evaluate(data_dir: pathlib.Path, model_dir: pathlib.Path, batch_size: int = 
             last_report = time.perf_counter()
     if not labels:
         raise DatasetError(f"none of the {len(items)} images in {data_dir} could be read")
-    result = compute_metrics(np.asarray(probs), np.asarray(labels), classifier.classes)
+    result = compute_metrics(np.asarray(probs), np.asarray(labels), classifier.classes, threshold)
     result |= {"unreadable": len(unreadable), "unreadable_files": unreadable,
                "data_dir": str(data_dir), "model_dir": str(model_dir),
                "model_sha256": classifier.metadata.get("model_sha256")}
@@ -147,8 +152,10 @@ def render(result: dict) -> str:
         lines.append(f"{name:<{width}}" + "".join(f"{v:>{width}}" for v in row))
     lines.append(f"expected calibration error ({result['ece_bins']} equal-width bins): {result['ece']:.4f}")
     above = result["accuracy_above_threshold"]
-    lines.append(f"confidence >= {result['threshold']}: {result['share_above_threshold']:.1%} of images, accuracy "
-                 + (f"{above:.4f}" if above is not None else "-"))
+    automatic = round(result["share_above_threshold"] * result["n"])
+    lines.append(f"at the model's threshold {result['threshold']}: automation {result['share_above_threshold']:.1%} "
+                 f"({automatic}/{result['n']} decided without a person), precision "
+                 + (f"{above:.4f}" if above is not None else "-") + " (accuracy of those decisions)")
     for item in result["unreadable_files"]:
         lines.append(f"unreadable: {item['file']}: {item['error']}")
     return "\n".join(lines)
@@ -167,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--batch-size must be >= 1")
     try:
         result = evaluate(args.data_dir, model_dir, args.batch_size)
-    except (DatasetError, ModelLoadError) as exc:
+    except (DatasetError, ModelLoadError, MissingThresholdError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(render(result))

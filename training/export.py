@@ -27,11 +27,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 try:
     from . import inference, model_def
-    from .evaluate import THRESHOLD_DEFAULT, compute_metrics
+    from . import threshold as thresholds
+    from .evaluate import compute_metrics
 except ImportError:  # SageMaker script mode: run from inside training/
     import inference
     import model_def
-    from evaluate import THRESHOLD_DEFAULT, compute_metrics
+    import threshold as thresholds
+    from evaluate import compute_metrics
 
 MODEL_FILE = "model.onnx"
 OPSET = 17
@@ -204,8 +206,10 @@ def predict_files(classifier: inference.Classifier, files: list[pathlib.Path], b
 def write_model_dir(model_dir: pathlib.Path, nets: list[model_def.VehicleNet], *, classes: list[str],
                     input_size: int, flip_tta: bool, architecture: dict, hyperparameters: dict,
                     data: dict, val_files: list[pathlib.Path], val_labels: list[int], training: dict,
-                    weights_dtype: str = "float16") -> dict:
-    """Export everything serving needs into model_dir; returns the metadata written."""
+                    weights_dtype: str = "float16", precision_target: float = thresholds.PRECISION_TARGET) -> dict:
+    """Export everything serving needs into model_dir; returns the metadata written.
+
+    metadata["threshold"] is picked on the validation images (training.threshold.choose)."""
     model_dir = pathlib.Path(model_dir)
     model_path = model_dir / MODEL_FILE
     export_onnx(nets, model_path, input_size, flip_tta, weights_dtype)
@@ -241,14 +245,18 @@ def write_model_dir(model_dir: pathlib.Path, nets: list[model_def.VehicleNet], *
     _write_json(model_dir / "metadata.json", metadata)
     classifier = inference.Classifier.load(model_dir)
     probs = predict_files(classifier, val_files)
-    metadata["validation"] = {"split": "validation"} | compute_metrics(probs, np.asarray(val_labels), classes)
+    # the threshold travels with the model: the lowest one meeting the precision target on validation
+    chosen = thresholds.choose(probs, np.asarray(val_labels), precision_target)
+    metadata["threshold"] = thresholds.record(chosen, f"validation ({len(val_files)} images)")
+    metadata["validation"] = {"split": "validation"} | compute_metrics(probs, np.asarray(val_labels), classes,
+                                                                       chosen["threshold"])
     metadata["model_sha256"] = sha256_file(model_path)
     metadata["model_bytes"] = model_path.stat().st_size
     _write_json(model_dir / "metadata.json", metadata)
     baseline = {
         "classes": classes, "split": "validation", "n": len(val_files), "labels": [int(v) for v in val_labels],
         "probabilities": [[round(float(p), 6) for p in row] for row in probs],
-        "threshold_default": THRESHOLD_DEFAULT,
+        "threshold_default": chosen["threshold"],
         "model_sha256": metadata["model_sha256"],
     }
     _write_json(model_dir / "baseline.json", baseline, indent=None)

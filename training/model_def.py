@@ -232,7 +232,7 @@ def load_torch_model(model_dir: str | pathlib.Path | None = None) -> nn.Module:
     # compressed weights (training.export._compress_weights): "<name>.fp16" is cast back to float32,
     # "<name>.int8" is multiplied by "<name>.scale"; the result equals what onnxruntime computes
     raw = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
-    inits = {}
+    inits = _dequantized_qdq(proto, raw)  # an int8 model (training.quantize): its weights, dequantized
     for name, array in raw.items():
         if name.endswith(INT8_SUFFIX):
             base = name.removesuffix(INT8_SUFFIX)
@@ -249,3 +249,23 @@ def load_torch_model(model_dir: str | pathlib.Path | None = None) -> nn.Module:
 
 
 FP16_SUFFIX, INT8_SUFFIX, SCALE_SUFFIX = ".fp16", ".int8", ".scale"
+QDQ_SUFFIX = "_quantized"  # onnxruntime's quantize_static names a quantized weight "<name>_quantized"
+
+
+def _dequantized_qdq(proto, raw: dict) -> dict:
+    """{weight name: float32 tensor} for weights stored as DequantizeLinear(int, scale, zero point[, axis])."""
+    import numpy as np
+
+    out = {}
+    for node in proto.graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in raw or not node.input[0].endswith(QDQ_SUFFIX):
+            continue
+        q, scale = raw[node.input[0]].astype(np.float32), raw[node.input[1]].astype(np.float32)
+        zero = raw[node.input[2]].astype(np.float32) if len(node.input) > 2 and node.input[2] else np.zeros_like(scale)
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        shape = [1] * q.ndim
+        if scale.ndim and q.ndim:
+            shape[axis] = -1
+        out[node.input[0].removesuffix(QDQ_SUFFIX)] = torch.from_numpy(
+            (q - zero.reshape(shape)) * scale.reshape(shape) if scale.ndim else (q - zero) * scale)
+    return out

@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ema", type=float, default=0.9, help="per-step EMA decay of the weights (0 = off)")
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--label-smoothing", type=float, default=0.0,
-                   help="0 keeps confidences usable for the workflow's 0.93 threshold (0.1 caps them near 0.95)")
+                   help="0 keeps confidences usable for a high threshold (0.1 caps them near 0.95)")
     p.add_argument("--resolution", type=int, default=160, help="network input size (upsampled inside the graph)")
     p.add_argument("--crop-padding", type=int, default=4, help="random-crop padding in native pixels (0 = off)")
     p.add_argument("--hflip", type=str2bool, default=True, help="random horizontal flips while training")
@@ -294,7 +294,9 @@ def train(args: argparse.Namespace) -> dict:
     v = metadata["validation"]
     print(f"exported {metadata['model_file']} ({metadata['model_bytes'] / 1e6:.2f} MB) to {args.model_dir}; "
           f"validation accuracy (onnx, n={v['n']}) {v['accuracy']:.4f} "
-          + " ".join(f"{c} recall {s['recall']:.3f}" for c, s in v["per_class"].items()), flush=True)
+          + " ".join(f"{c} recall {s['recall']:.3f}" for c, s in v["per_class"].items())
+          + f"; threshold {metadata['threshold']['value']} (precision target {metadata['threshold']['precision_target']}): "
+          f"automation {v['share_above_threshold']:.1%}, precision {v['accuracy_above_threshold'] or 0:.4f}", flush=True)
     if args.output_dir:
         out = pathlib.Path(args.output_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -19,14 +19,13 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
 DEFAULT_NAMESPACE = "SconesUnlimited"
-DEFAULT_THRESHOLD = 0.93
-
-
+# No default threshold: it belongs to the model (metadata.json) and reaches this function only as the
+# stack parameter ConfidenceThreshold (template.yaml), which promotion sets from the model.
 DEFAULT_AUDIT_RATE = 0.0
 
 
 class ConfigurationError(Exception):
-    """THRESHOLD or AUDIT_RATE is not a number in [0, 1]."""
+    """THRESHOLD is missing, or THRESHOLD or AUDIT_RATE is not a number in [0, 1]."""
 
 
 class InvalidEventError(Exception):
@@ -37,9 +36,11 @@ class LowConfidenceError(Exception):
     """The best class probability is below THRESHOLD: a human should look at the image."""
 
 
-def _load_share(variable: str, default: float) -> float:
+def _load_share(variable: str, default: float | None) -> float:
     raw = os.environ.get(variable)
     if raw is None or raw.strip() == "":
+        if default is None:
+            raise ConfigurationError(f"{variable} is not set (the stack sets it from ConfidenceThreshold)")
         return default
     try:
         value = float(raw)
@@ -51,7 +52,7 @@ def _load_share(variable: str, default: float) -> float:
 
 
 # Configuration is checked at cold start: a bad value fails every invocation loudly.
-THRESHOLD = _load_share("THRESHOLD", DEFAULT_THRESHOLD)
+THRESHOLD = _load_share("THRESHOLD", None)
 AUDIT_RATE = _load_share("AUDIT_RATE", DEFAULT_AUDIT_RATE)
 
 

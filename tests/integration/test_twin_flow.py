@@ -13,9 +13,10 @@ import pytest
 from PIL import Image
 
 from twin_helpers import SAMPLES, put, queue_messages, sample, subscribe_to_dispatch, wait_for, wait_until
-from training.inference import Classifier
+from training.inference import DEFAULT_MODEL_DIR, Classifier
+from training.threshold import of_model
 
-THRESHOLD = 0.93
+THRESHOLD = of_model(DEFAULT_MODEL_DIR)  # the twin's ConfidenceThreshold comes from the shipped model's metadata
 
 
 @pytest.fixture(scope="module")

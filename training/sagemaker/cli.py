@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _rollout_arguments(parser: argparse.ArgumentParser) -> None:
     """How update and promote move the endpoint: the traffic shift, the bake, what rolls it back."""
     alarms = parser.add_mutually_exclusive_group()
-    alarms.add_argument("--stack", help="the SAM stack whose EndpointErrorsAlarm also rolls the update back")
+    alarms.add_argument("--stack", help="the SAM stack whose EndpointErrorsAlarm also rolls the update back (promote "
+                                         "also sets its ConfidenceThreshold to the promoted model's threshold)")
     alarms.add_argument("--alarm", action="append", default=[],
                         help="an alarm that also rolls the update back (repeatable); the new fleet's errors and "
                              "latency alarms always do")
@@ -307,7 +308,7 @@ def run_promote(args, boto_session) -> int:
 
     from .deploy import DEFAULT_INSTANCE_TYPE, DeployRequest
     from . import rollback_alarms
-    from .rollout import live_model_dir, register, update
+    from .rollout import live_model_dir, register, set_stack_threshold, update
 
     canary, alarms = _rollout(args, boto_session)
     # A firing or blind rollback alarm would refuse the update: say so before the gate and the registry run.
@@ -316,7 +317,8 @@ def run_promote(args, boto_session) -> int:
         champion = live_model_dir(boto_session, args.endpoint_name, Path(tmp) / "live")
         try:
             comparison = gate.run(args, champion)
-        except (gate.DatasetError, gate.ModelLoadError, FileNotFoundError) as exc:
+        except (gate.DatasetError, gate.ModelLoadError, gate.thresholds.MissingThresholdError,
+                FileNotFoundError) as exc:
             raise LaunchError(str(exc)) from None
         print(gate.render(comparison))
         gate_json = Path(tmp) / "gate.json"
@@ -331,6 +333,13 @@ def run_promote(args, boto_session) -> int:
         return gate.EXIT_REFUSED
     _print_json(update(args.endpoint_name, registered["model_package_arn"], resolve_role(args.role), boto_session,
                        canary, alarms))
+    # the threshold travels with the model: the stack's ConfidenceThreshold becomes the promoted model's
+    value = comparison["thresholds"]["challenger"]
+    if args.stack:
+        _print_json(set_stack_threshold(boto_session, args.stack, value))
+    else:
+        print(f"no --stack: set the promoted model's threshold on your stack yourself: "
+              f"sam deploy --parameter-overrides ConfidenceThreshold={value:g} (keep the other overrides)", file=sys.stderr)
     return 0
 
 

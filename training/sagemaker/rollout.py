@@ -109,8 +109,9 @@ def register(req: DeployRequest, boto_session, gate_result: Path | None = None,
     if gate_result is not None:
         comparison = json.loads(Path(gate_result).read_text())
         status = "Approved" if comparison["accepted"] else "Rejected"
-        description = "; ".join(f"{c['criterion']} {c['challenger']:.4f} vs {c['champion']:.4f} "
-                                f"({'ok' if c['passed'] else 'worse'})" for c in comparison["checks"])
+        fmt = lambda v: "-" if v is None else f"{v:.4f}"
+        description = "; ".join(f"{c['criterion']} {fmt(c['challenger'])} vs {fmt(c['champion'])} "
+                                f"({'ok' if c['passed'] else 'missed'})" for c in comparison["checks"])
         metrics_uri = _upload_immutable(boto_session, Path(gate_result), s3_join(req.artifact_uri, "gate"))
         metrics = {"ModelQuality": {"Statistics": {"ContentType": "application/json", "S3Uri": metrics_uri}}}
     answer = sm.create_model_package(
@@ -322,3 +323,26 @@ def stack_alarm_names(boto_session, stack_name: str) -> list[str]:
     if missing:
         raise LaunchError(f"stack {stack_name} has no output {', '.join(missing)}: deploy this template version")
     return [outputs[k] for k in ROLLBACK_ALARM_OUTPUTS]
+
+
+THRESHOLD_PARAMETER = "ConfidenceThreshold"
+
+
+def set_stack_threshold(boto_session, stack_name: str, value: float) -> dict:
+    """Set the SAM stack's ConfidenceThreshold to a model's threshold (its metadata.json), every other
+    parameter and the template unchanged: the workflow then thresholds the live model with its own value."""
+    cfn = boto_session.client("cloudformation")
+    described = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
+    current = {p["ParameterKey"]: p.get("ParameterValue") for p in described.get("Parameters", [])}
+    if THRESHOLD_PARAMETER not in current:
+        raise LaunchError(f"stack {stack_name} has no parameter {THRESHOLD_PARAMETER}: deploy this template version")
+    text = f"{value:g}"
+    if current[THRESHOLD_PARAMETER] is not None and float(current[THRESHOLD_PARAMETER]) == float(text):
+        return {"stack": stack_name, "parameter": THRESHOLD_PARAMETER, "value": text, "changed": False}
+    parameters = [{"ParameterKey": k, "UsePreviousValue": True} for k in current if k != THRESHOLD_PARAMETER]
+    parameters.append({"ParameterKey": THRESHOLD_PARAMETER, "ParameterValue": text})
+    cfn.update_stack(StackName=stack_name, UsePreviousTemplate=True, Parameters=parameters,
+                     Capabilities=described.get("Capabilities") or ["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"])
+    cfn.get_waiter("stack_update_complete").wait(StackName=stack_name, WaiterConfig={"Delay": 10, "MaxAttempts": 180})
+    return {"stack": stack_name, "parameter": THRESHOLD_PARAMETER, "value": text,
+            "previous": current[THRESHOLD_PARAMETER], "changed": True}

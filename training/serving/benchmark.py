@@ -13,7 +13,7 @@ Every row includes decoding and preprocessing (Classifier.preprocess, also for P
 compare end to end from image bytes. Each measurement classifies up to N images (cycling through
 the set) or stops after S seconds, after two warm-up calls; every path is measured in each of R rounds
 (alternating paths, so a slow spell of a shared machine affects all of them) and its row sums the rounds.
-Prints a table with per-image latency p50/p95, images/s and the images/s ratio against PyTorch eager at the
+Prints a table with per-image latency p50/p95/p99, images/s and the images/s ratio against PyTorch eager at the
 same batch size (batch 1 for the HTTP rows), then one JSON line with the same figures. Timings on a shared
 machine are noisy: compare ratios within one run, not absolute numbers across runs.
 
@@ -265,15 +265,16 @@ def ceiling_images_per_s(info: dict, cores: int) -> float:
 
 def report(results: list[Result], info: dict, header: dict) -> str:
     lines = [f"{'path':<24} {'batch':>5} {'conc':>4} {'images':>6} {'p50 ms/img':>10} {'p95 ms/img':>10} "
-             f"{'images/s':>9} {'x eager':>8}"]
+             f"{'p99 ms/img':>10} {'images/s':>9} {'x eager':>8}"]
     rows = []
     for r in results:
         ratio = _ratio(r, results)
         lines.append(f"{r.name:<24} {r.batch:>5} {r.concurrency:>4} {r.images:>6} {r.per_image_ms(50):>10.2f} "
-                     f"{r.per_image_ms(95):>10.2f} {r.images_per_s:>9.1f} {ratio:>7.2f}x")
+                     f"{r.per_image_ms(95):>10.2f} {r.per_image_ms(99):>10.2f} {r.images_per_s:>9.1f} {ratio:>7.2f}x")
         rows.append({"path": r.name, "batch": r.batch, "concurrency": r.concurrency, "images": r.images,
                      "seconds": round(r.seconds, 3), "p50_ms_per_image": round(r.per_image_ms(50), 3),
                      "p95_ms_per_image": round(r.per_image_ms(95), 3),
+                     "p99_ms_per_image": round(r.per_image_ms(99), 3),
                      "images_per_s": round(r.images_per_s, 2),
                      "baseline": f"{EAGER} batch {r.baseline_batch or r.batch}",
                      "ratio_vs_pytorch_eager": round(ratio, 3) if ratio is not None else None})

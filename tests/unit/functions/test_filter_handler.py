@@ -46,11 +46,12 @@ def test_confidence_is_the_highest_class_whatever_its_position(filter_fn, lambda
     assert filter_fn.lambda_handler(classified([0.01, 0.99], label="motorcycle"), lambda_context)["threshold"] == 0.93
 
 
-def test_default_threshold_is_0_93(load_function, lambda_context):
-    filter_fn = load_function("filter")
-    assert filter_fn.THRESHOLD == 0.93
-    with pytest.raises(filter_fn.LowConfidenceError):
-        filter_fn.lambda_handler(classified([0.92, 0.08]), lambda_context)
+@pytest.mark.parametrize("raw", [None, "", "  "])
+def test_no_threshold_fails_at_cold_start(load_function, raw):
+    # no default in the function: the threshold is the model's, set by the stack (ConfidenceThreshold)
+    with pytest.raises(Exception) as caught:
+        load_function("filter", **({} if raw is None else {"THRESHOLD": raw}))
+    assert type(caught.value).__name__ == "ConfigurationError" and "THRESHOLD is not set" in str(caught.value)
 
 
 def test_threshold_is_configurable(load_function, lambda_context):
@@ -113,7 +114,7 @@ def test_low_confidence_metric_is_flushed_although_the_handler_raises(filter_fn,
 
 
 def test_endpoint_dimension_falls_back_to_the_environment(load_function, lambda_context, emitted_metrics):
-    filter_fn = load_function("filter", ENDPOINT_NAME="from-env")
+    filter_fn = load_function("filter", ENDPOINT_NAME="from-env", THRESHOLD="0.93")
     event = classified([0.99, 0.01])
     del event["endpoint_name"]
     emitted_metrics()
@@ -133,13 +134,15 @@ def test_audit_sample_is_a_reproducible_share_of_keys(load_function, lambda_cont
 
 
 def test_audit_rate_bounds(load_function, lambda_context):
-    assert load_function("filter", AUDIT_RATE="1").lambda_handler(classified([0.99, 0.01]), lambda_context)["audit"]
-    assert not load_function("filter", AUDIT_RATE="0").lambda_handler(classified([0.99, 0.01]), lambda_context)["audit"]
+    always = load_function("filter", AUDIT_RATE="1", THRESHOLD="0.93")
+    assert always.lambda_handler(classified([0.99, 0.01]), lambda_context)["audit"]
+    never = load_function("filter", AUDIT_RATE="0", THRESHOLD="0.93")
+    assert not never.lambda_handler(classified([0.99, 0.01]), lambda_context)["audit"]
     with pytest.raises(Exception, match="AUDIT_RATE='2' is outside"):
-        load_function("filter", AUDIT_RATE="2")
+        load_function("filter", AUDIT_RATE="2", THRESHOLD="0.93")
 
 
 def test_low_confidence_images_are_never_counted_as_audit(load_function, lambda_context):
-    filter_fn = load_function("filter", AUDIT_RATE="1")
+    filter_fn = load_function("filter", AUDIT_RATE="1", THRESHOLD="0.93")
     with pytest.raises(filter_fn.LowConfidenceError):
         filter_fn.lambda_handler(classified([0.6, 0.4]), lambda_context)

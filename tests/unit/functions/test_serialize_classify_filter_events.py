@@ -114,12 +114,12 @@ def test_classify_sample_gives_the_filter_sample(load_function, load_event, lamb
 
 def test_filter_sample_is_confident(load_function, load_event, lambda_context):
     event = load_event("filter.json")
-    filter_fn = load_function("filter")
+    filter_fn = load_function("filter", THRESHOLD="0.93")
     assert filter_fn.lambda_handler(event, lambda_context) == {**event, "threshold": filter_fn.THRESHOLD,
                                                                "audit": False}
 
 
 def test_filter_low_confidence_sample_goes_to_review(load_function, load_event, lambda_context):
-    filter_fn = load_function("filter")
+    filter_fn = load_function("filter", THRESHOLD="0.93")
     with pytest.raises(filter_fn.LowConfidenceError, match="motorcycle"):
         filter_fn.lambda_handler(load_event("filter_low_confidence.json"), lambda_context)

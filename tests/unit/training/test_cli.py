@@ -18,8 +18,8 @@ def test_help_lists_every_command_in_one_process():
                          timeout=60)
     assert run.returncode == 0, run.stderr
     listed = [line.split()[0] for line in run.stdout.split("commands:\n", 1)[1].splitlines() if line.strip()]
-    assert listed == list(COMMANDS) == ["stage-data", "train", "evaluate", "gate", "export", "serve", "benchmark",
-                                        "sagemaker"]
+    assert listed == list(COMMANDS) == ["stage-data", "train", "cv", "evaluate", "gate", "quantize", "export",
+                                        "serve", "benchmark", "sagemaker"]
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))

@@ -151,7 +151,7 @@ def write_tiny_model(model_dir: Path, classes=("bicycle", "motorcycle")) -> Path
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
     onnx.save(model, model_dir / "model.onnx")
     (model_dir / "metadata.json").write_text(json.dumps(
-        {"model_file": "model.onnx", "classes": list(classes), "input": {"size": 32}}))
+        {"model_file": "model.onnx", "classes": list(classes), "input": {"size": 32}, "threshold": {"value": 0.6}}))
     return model_dir
 
 

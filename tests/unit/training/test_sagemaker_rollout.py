@@ -133,8 +133,9 @@ def test_gate_verdicts_set_the_registry_status_and_only_approved_versions_deploy
     stats = package["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"]
     bucket, key = stats[5:].split("/", 1)
     stored = json.loads(live.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    assert stored["accepted"] is False and stored["checks"][0]["criterion"] == "accuracy"
-    assert "accuracy" in package["ModelPackageDescription"] and "worse" in package["ModelPackageDescription"]
+    assert stored["accepted"] is False and stored["checks"][0]["criterion"] == "accuracy vs champion"
+    description = package["ModelPackageDescription"]
+    assert "accuracy vs champion" in description and "missed" in description
 
     for arn in (refused["model_package_arn"], pending["model_package_arn"]):
         assert run(live, "update", "--endpoint-name", ENDPOINT, "--model-package", arn, *sum(
@@ -347,3 +348,28 @@ def test_promote_gates_against_the_live_model_and_only_an_accepted_candidate_goe
     sm = live.session.client("sagemaker")
     packages = sm.list_model_packages(ModelPackageGroupName=f"{ENDPOINT}-models")["ModelPackageSummaryList"]
     assert sorted(p["ModelApprovalStatus"] for p in packages) == ["Approved", "Rejected"]
+
+
+STACK_TEMPLATE = {
+    "Parameters": {"ConfidenceThreshold": {"Type": "Number", "Default": 0.93},
+                   "EndpointName": {"Type": "String"}},
+    "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+    "Outputs": {"EndpointErrorsAlarmName": {"Value": ALARMS[0]}},
+}
+
+
+def test_promote_with_stack_sets_its_confidence_threshold_to_the_models(live, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("boto3.Session", lambda *a, **k: live.session)
+    cfn = live.session.client("cloudformation")
+    cfn.create_stack(StackName="scones", TemplateBody=json.dumps(STACK_TEMPLATE),
+                     Parameters=[{"ParameterKey": "EndpointName", "ParameterValue": ENDPOINT}])
+    challenger = shutil.copytree(SHIPPED, tmp_path / "challenger")
+    meta = json.loads((challenger / "metadata.json").read_text())
+    (challenger / "metadata.json").write_text(json.dumps(meta | {"threshold": {"value": 0.9125}}))
+    assert run(live, "promote", "--endpoint-name", ENDPOINT, "--artifact-uri", f"s3://{BUCKET}/scones",
+               "--vendored", str(VENDORED), "--split-from", str(SAMPLES), "--val-fraction", "1",
+               "--stack", "scones", "--challenger", str(challenger)) == 0
+    parameters = {p["ParameterKey"]: p["ParameterValue"]
+                  for p in cfn.describe_stacks(StackName="scones")["Stacks"][0]["Parameters"]}
+    assert parameters == {"ConfidenceThreshold": "0.9125", "EndpointName": ENDPOINT}  # the others kept
+    assert '"changed": true' in capsys.readouterr().out
