@@ -17,7 +17,7 @@ from client.onboard import SCOPES, OnboardError, onboard_team
 from client.redrive import redrive
 from client.results import format_table, scan_results
 from client.submit import SubmitError, Submission, key_for, photos, submit
-from client.target import TWIN_OUTPUTS, TWIN_PORT, TargetError, stack, twin
+from contracts.stack import TWIN_OUTPUTS, TWIN_PORT, TargetError, stack, twin
 from client.console import WIDTH, elide
 
 

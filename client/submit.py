@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from client.results import get_record
-from client.target import Target
+from contracts.stack import Target
 
 # The photo formats serialize reads, by file name: what is picked from a folder (a file given by name is
 # sent whatever it is, and gets a record either way).

@@ -27,7 +27,7 @@ from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
 
-from client.target import TWIN_CREDENTIALS, TWIN_PORT, TWIN_REGION
+from contracts.stack import TWIN_CREDENTIALS, TWIN_PORT, TWIN_REGION
 from local.adapters import LambdaInvokeBridge, StepFunctionsTargetRelay
 from local.deploy import Deployment, deploy, role_credentials
 from local.faults import FaultInjector
@@ -57,9 +57,9 @@ DEFAULT_ENDPOINT_NAME = "vehicle-classifier"
 @dataclass
 class TwinSettings:
     port: int = TWIN_PORT
-    endpoint_port: int = 0  # any free port; `make local` uses client.target.TWIN_ENDPOINT_PORT
-    api_port: int = 0  # the HTTP API (ApiUrl); `make local` uses client.target.TWIN_API_PORT
-    auth_port: int = 0  # the user pool's token endpoint (TokenUrl); `make local` uses client.target.TWIN_AUTH_PORT
+    endpoint_port: int = 0  # any free port; `make local` uses contracts.stack.TWIN_ENDPOINT_PORT
+    api_port: int = 0  # the HTTP API (ApiUrl); `make local` uses contracts.stack.TWIN_API_PORT
+    auth_port: int = 0  # the user pool's token endpoint (TokenUrl); `make local` uses contracts.stack.TWIN_AUTH_PORT
     stack_name: str = "scones-twin"
     template: Path = ROOT / "template.yaml"
     model_dir: Path | None = None
