@@ -28,7 +28,7 @@ from botocore.config import Config
 
 from client.api import FrontDoor, Photo
 from client.onboard import onboard_team
-from client.results import wait_for_records
+from contracts.results import wait_for_records
 from contracts.stack import TWIN_CREDENTIALS, TWIN_REGION
 from contracts.stack import twin as twin_target
 from local.twin import ROOT, Twin, TwinSettings, free_port

@@ -27,6 +27,7 @@ from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
 
+from contracts.results import ResultRecord, get_record, scan_results, wait_for_records
 from contracts.stack import TWIN_CREDENTIALS, TWIN_PORT, TWIN_REGION
 from local.adapters import LambdaInvokeBridge, StepFunctionsTargetRelay
 from local.deploy import Deployment, deploy, role_credentials
@@ -395,8 +396,6 @@ class Twin:
                          arn.rsplit(":", 1)[-1], bucket, key, summary, took)
 
     def _failure_reason(self, bucket: str, key: str) -> str:
-        from client.results import get_record
-
         item = get_record(self.client("dynamodb"), self.outputs["ResultsTableName"], bucket, key) or {}
         reason = item.get("reason", "no record")
         try:
@@ -406,17 +405,13 @@ class Twin:
         return f"{reason}: {message}"[:300]
 
     # ------------------------------------------------------------------ results
-    def results(self) -> list[dict[str, Any]]:
-        """Every item of the results table, with numbers and JSON attributes decoded."""
-        from client.results import scan_results
-
+    def results(self) -> list[ResultRecord]:
+        """Every record of the results table, with numbers and JSON attributes decoded."""
         return scan_results(self.client("dynamodb"), self.outputs["ResultsTableName"])
 
     def wait_for_results(self, keys: set[str], timeout_s: float,
                          progress: Callable[[int, int], None] | None = None,
-                         poll_s: float = 0.1) -> dict[str, dict[str, Any]]:
+                         poll_s: float = 0.1) -> dict[str, ResultRecord]:
         """The records of ``keys`` by key, once all are in or ``timeout_s`` has passed (then some may be missing)."""
-        from client.results import wait_for_records
-
         return wait_for_records(self.client("dynamodb"), self.outputs["ResultsTableName"],
                                 self.outputs["IntakeBucketName"], keys, timeout_s, progress=progress, poll_s=poll_s)
