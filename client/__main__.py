@@ -13,12 +13,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from client.api import ApiError, FrontDoor
 from client.bucket import empty_bucket
+from client.console import WIDTH, elide, format_columns
 from client.onboard import SCOPES, OnboardError, onboard_team
 from client.redrive import redrive
-from client.results import format_table, scan_results
 from client.submit import SubmitError, Submission, key_for, photos, submit
-from client.target import TWIN_OUTPUTS, TWIN_PORT, TargetError, stack, twin
-from client.console import WIDTH, elide
+from contracts.results import ResultRecord, scan_results
+from contracts.stack import TWIN_OUTPUTS, TWIN_PORT, TargetError, stack, twin
 
 
 def parser() -> argparse.ArgumentParser:
@@ -70,6 +70,17 @@ def parser() -> argparse.ArgumentParser:
 # Outcome lines print as records arrive, so their columns are fixed: key, outcome, label, confidence, time,
 # then the reason (failures only) at the end of the line.
 _WIDTHS = (12, 10, 5, 6)
+
+
+def format_table(records: list[ResultRecord]) -> str:
+    """One row per record; label and confidence are the model's, a reviewer's decision is in the last column."""
+    rows = [("key", "outcome", "label", "confidence", "reason / decision")]
+    for r in records:
+        confidence = f"{r['confidence']:.3f}" if "confidence" in r else "-"
+        audit = " (audit)" if r.review_reason == "audit" else ""
+        note = f"{r.human_label} by {r.get('reviewer', '?')}{audit}" if r.human_label else r.get("reason", "")
+        rows.append((r.key, r["outcome"], r.get("label", "-"), confidence, note))
+    return format_columns(rows)
 
 
 def _line(s: Submission, key_width: int) -> str:

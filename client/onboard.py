@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from client.target import Target
+from contracts.stack import Target
 
 SCOPES = {"submit": "photos.submit", "read": "photos.read", "review": "reviews.decide"}
 TEAM_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")

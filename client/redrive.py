@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from client.results import scan_results
+from contracts.results import ResultRecord, scan_results
 
 # Reasons that say nothing about the photo itself: trying again later can succeed.
 TRANSIENT_REASONS = frozenset({
@@ -51,11 +51,11 @@ def redrive(target, *, dry_run: bool = False, log: Callable[[str], None] = lambd
         if not dry_run:
             sfn.start_execution(stateMachineArn=machine, name=str(uuid.uuid4()), input=json.dumps(execution_input))
 
-    for item in scan_results(target.client("dynamodb"), target.table):
-        if item.get("outcome") == "failed" and item.get("reason") in TRANSIENT_REASONS:
-            start(redrive_input(item))
-            done.failed_records.append(item["key"])
-            log(f"failed ({item['reason']}): s3://{item['bucket']}/{item['key']}")
+    for record in scan_results(target.client("dynamodb"), target.table):
+        if record.outcome == "failed" and record.reason in TRANSIENT_REASONS:
+            start(redrive_input(record))
+            done.failed_records.append(record.key)
+            log(f"failed ({record.reason}): s3://{record.bucket}/{record.key}")
     done.rule_dead_letters = _drain(sqs, target.outputs["RuleDeadLetterQueueUrl"], start, dry_run,
                                     lambda body: body)
     done.record_dead_letters = _drain(sqs, target.outputs["RecordDeadLetterQueueUrl"], start, dry_run,
@@ -63,9 +63,9 @@ def redrive(target, *, dry_run: bool = False, log: Callable[[str], None] = lambd
     return done
 
 
-def redrive_input(record: dict[str, Any]) -> dict[str, Any]:
+def redrive_input(record: ResultRecord) -> dict[str, Any]:
     """The state machine's input that runs a failed record's upload again."""
-    execution_input = {"s3_bucket": record["bucket"], "s3_key": record["key"]}
+    execution_input = {"s3_bucket": record.bucket, "s3_key": record.key}
     if record.get("upload") and record.get("uploaded_at"):  # records written before uploads were named lack it
         execution_input |= {"uploaded_at": record["uploaded_at"], "upload": json.loads(record["upload"])}
     return execution_input

@@ -6,10 +6,10 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-from client.results import get_record
-from client.target import Target
+from contracts.results import ResultRecord, get_record
+from contracts.stack import Target
 
 # The photo formats serialize reads, by file name: what is picked from a folder (a file given by name is
 # sent whatever it is, and gets a record either way).
@@ -26,14 +26,13 @@ class Submission:
     key: str
     sent_at: datetime
     previous_execution: str | None = None  # the execution behind the key's record before this upload
-    record: dict[str, Any] | None = None
+    record: ResultRecord | None = None
 
     @property
     def seconds(self) -> float | None:
-        if not self.record or "recorded_at" not in self.record:
+        if not self.record or self.record.recorded_at is None:
             return None
-        recorded = datetime.fromisoformat(self.record["recorded_at"].replace("Z", "+00:00"))
-        return max(0.0, (recorded - self.sent_at).total_seconds())
+        return max(0.0, (self.record.recorded_at - self.sent_at).total_seconds())
 
 
 def photos(paths: list[Path]) -> list[tuple[Path, str]]:
@@ -66,7 +65,7 @@ def submit(target: Target, files: list[tuple[Path, str]], prefix: str, timeout_s
     for path, name in files:
         key = key_for(prefix, name)
         earlier = get_record(dynamodb, target.table, target.bucket, key)
-        submission = Submission(path, key, datetime.now(timezone.utc), (earlier or {}).get("execution_arn"))
+        submission = Submission(path, key, datetime.now(timezone.utc), earlier.execution_arn if earlier else None)
         s3.upload_file(str(path), target.bucket, key)
         pending.append(submission)
     done: list[Submission] = []
@@ -84,9 +83,9 @@ def submit(target: Target, files: list[tuple[Path, str]], prefix: str, timeout_s
     return done + pending
 
 
-def _record_since(dynamodb, target: Target, submission: Submission) -> dict[str, Any] | None:
+def _record_since(dynamodb, target: Target, submission: Submission) -> ResultRecord | None:
     """The key's record once a newer execution than the one before this upload has written it."""
     record = get_record(dynamodb, target.table, target.bucket, submission.key)
-    if record and record.get("execution_arn") != submission.previous_execution:
+    if record and record.execution_arn != submission.previous_execution:
         return record
     return None

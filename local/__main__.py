@@ -21,8 +21,8 @@ import sys
 import threading
 from pathlib import Path
 
-from client.target import (TWIN_API_PORT, TWIN_AUTH_PORT, TWIN_ENDPOINT_PORT, TWIN_OUTPUTS, TWIN_PORT,
-                           TWIN_REVIEW_PORT)
+from contracts.stack import (TWIN_API_PORT, TWIN_AUTH_PORT, TWIN_ENDPOINT_PORT, TWIN_OUTPUTS, TWIN_PORT,
+                             TWIN_REVIEW_PORT)
 from local.faults import Fault, FaultError
 from local.template import TemplateError
 from local.twin import CREDENTIALS, REGION, ROOT, PortInUseError, Twin, TwinSettings

@@ -28,9 +28,9 @@ from botocore.config import Config
 
 from client.api import FrontDoor, Photo
 from client.onboard import onboard_team
-from client.results import wait_for_records
-from client.target import TWIN_CREDENTIALS, TWIN_REGION
-from client.target import twin as twin_target
+from contracts.results import wait_for_records
+from contracts.stack import TWIN_CREDENTIALS, TWIN_REGION
+from contracts.stack import twin as twin_target
 from local.twin import ROOT, Twin, TwinSettings, free_port
 
 SAMPLES = sorted((ROOT / "local" / "sample_images").rglob("*.png"))

@@ -19,6 +19,7 @@ from statistics import median
 
 from client.console import Progress, format_columns
 from client.submit import IMAGE_SUFFIXES
+from contracts.labels import BICYCLE, MOTORCYCLE
 from monitoring import build_report
 from monitoring.report import headline
 from local.demo_report import write_report
@@ -27,7 +28,7 @@ from local.twin import ROOT, Twin, TwinSettings, free_port
 
 DEFAULT_IMAGES = ROOT / "local" / "sample_images"
 # Bicycles take nearby orders, motorcycles far ones; everything else waits for a person.
-LOADING_BAYS = {"bicycle": "near bay", "motorcycle": "far bay"}
+LOADING_BAYS = {BICYCLE: "near bay", MOTORCYCLE: "far bay"}
 
 
 def find_images(folder: Path) -> list[Path]:

@@ -27,7 +27,8 @@ from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
 
-from client.target import TWIN_CREDENTIALS, TWIN_PORT, TWIN_REGION
+from contracts.results import ResultRecord, get_record, scan_results, wait_for_records
+from contracts.stack import TWIN_CREDENTIALS, TWIN_PORT, TWIN_REGION
 from local.adapters import LambdaInvokeBridge, StepFunctionsTargetRelay
 from local.deploy import Deployment, deploy, role_credentials
 from local.faults import FaultInjector
@@ -58,10 +59,10 @@ DEFAULT_ENDPOINT_NAME = "vehicle-classifier"
 @dataclass
 class TwinSettings:
     port: int = TWIN_PORT
-    endpoint_port: int = 0  # any free port; `make local` uses client.target.TWIN_ENDPOINT_PORT
-    api_port: int = 0  # the HTTP API (ApiUrl); `make local` uses client.target.TWIN_API_PORT
-    auth_port: int = 0  # the user pool's token endpoint (TokenUrl); `make local` uses client.target.TWIN_AUTH_PORT
-    review_port: int = 0  # the review API (ReviewPageUrl); `make local` uses client.target.TWIN_REVIEW_PORT
+    endpoint_port: int = 0  # any free port; `make local` uses contracts.stack.TWIN_ENDPOINT_PORT
+    api_port: int = 0  # the HTTP API (ApiUrl); `make local` uses contracts.stack.TWIN_API_PORT
+    auth_port: int = 0  # the user pool's token endpoint (TokenUrl); `make local` uses contracts.stack.TWIN_AUTH_PORT
+    review_port: int = 0  # the review API (ReviewPageUrl); `make local` uses contracts.stack.TWIN_REVIEW_PORT
     stack_name: str = "scones-twin"
     template: Path = ROOT / "template.yaml"
     model_dir: Path | None = None
@@ -410,8 +411,6 @@ class Twin:
                          arn.rsplit(":", 1)[-1], bucket, _printable(key), summary, took)
 
     def _failure_reason(self, bucket: str, key: str) -> str:
-        from client.results import get_record
-
         item = get_record(self.client("dynamodb"), self.outputs["ResultsTableName"], bucket, key) or {}
         reason = item.get("reason", "no record")
         try:
@@ -421,17 +420,13 @@ class Twin:
         return f"{reason}: {message}"[:300]
 
     # ------------------------------------------------------------------ results
-    def results(self) -> list[dict[str, Any]]:
-        """Every item of the results table, with numbers and JSON attributes decoded."""
-        from client.results import scan_results
-
+    def results(self) -> list[ResultRecord]:
+        """Every record of the results table, with numbers and JSON attributes decoded."""
         return scan_results(self.client("dynamodb"), self.outputs["ResultsTableName"])
 
     def wait_for_results(self, keys: set[str], timeout_s: float,
                          progress: Callable[[int, int], None] | None = None,
-                         poll_s: float = 0.1) -> dict[str, dict[str, Any]]:
+                         poll_s: float = 0.1) -> dict[str, ResultRecord]:
         """The records of ``keys`` by key, once all are in or ``timeout_s`` has passed (then some may be missing)."""
-        from client.results import wait_for_records
-
         return wait_for_records(self.client("dynamodb"), self.outputs["ResultsTableName"],
                                 self.outputs["IntakeBucketName"], keys, timeout_s, progress=progress, poll_s=poll_s)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from contracts.times import as_utc, format_time, parse_time
 from monitoring import charts
 from monitoring.baseline import Baseline, load_baseline
 from monitoring.capture import CaptureData, read_capture
@@ -22,7 +23,6 @@ from monitoring.errors import MonitoringInputError
 from monitoring.report import write_html, write_json
 from monitoring.results import ResultsData, read_results, summarise_results
 from monitoring.reviews import summarise_reviews
-from monitoring.times import as_utc, format_time, parse_time
 from monitoring.timeseries import capture_series, choose_bucket_seconds, results_series
 
 DEFAULT_BASELINE = Path("training/model/baseline.json")

@@ -27,8 +27,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from contracts.times import parse_time
 from monitoring.errors import MonitoringInputError
-from monitoring.times import parse_time
 
 # Probabilities printed with a few decimals do not sum to exactly 1; logits or scores
 # that are not probabilities miss by far more than this.

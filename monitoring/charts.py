@@ -14,9 +14,9 @@ from typing import Sequence
 import matplotlib.dates as mdates
 from matplotlib.figure import Figure
 
+from contracts.times import parse_time
 from monitoring.capture import CaptureRecord
 from monitoring.drift import DriftFigures
-from monitoring.times import parse_time
 from monitoring.timeseries import describe_width
 
 # Colours per outcome match their meaning: good, needs a human, broken.

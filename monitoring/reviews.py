@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from monitoring.results import ResultItem
+from contracts.results import ResultRecord
 
 Z_95 = 1.959964
 
@@ -30,7 +30,7 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def summarise_reviews(items: list[ResultItem], now: datetime | None = None) -> dict:
+def summarise_reviews(items: list[ResultRecord], now: datetime | None = None) -> dict:
     now = now or datetime.now(timezone.utc)
     decided = [r for r in items if r.human_label is not None]
     audited = [r for r in decided if r.review_reason == "audit"]

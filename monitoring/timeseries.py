@@ -8,9 +8,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from contracts.results import OUTCOMES, ResultRecord
+from contracts.times import format_time
 from monitoring.capture import CaptureRecord
-from monitoring.results import OUTCOMES, ResultItem, needs_review_rate
-from monitoring.times import format_time
+from monitoring.results import needs_review_rate
 
 # Bucket widths in seconds, smallest first: 1 min, 5 min, 15 min, 1 h, 6 h, 1 day, 1 week.
 BUCKET_WIDTHS = (60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
@@ -67,7 +68,7 @@ def capture_series(
     return series
 
 
-def results_series(items: Sequence[ResultItem], width: int) -> list[dict]:
+def results_series(items: Sequence[ResultRecord], width: int) -> list[dict]:
     """Per bucket: outcome counts, needs_review rate, latency median and max, failure reasons."""
     series = []
     for start, group in _group(items, lambda r: r.time, width):

@@ -17,7 +17,7 @@ import sys
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from client.target import TWIN_PORT, Target, TargetError, stack, twin
+from contracts.stack import TWIN_PORT, Target, TargetError, stack, twin
 from review.requeue import requeue
 from review.reviewers import ReviewerError, add_reviewer, remove_reviewer
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from client.results import scan_results
+from contracts.results import ResultRecord, scan_results
 
 
-def waiting_records(dynamodb, table: str) -> list[dict[str, Any]]:
+def waiting_records(dynamodb, table: str) -> list[ResultRecord]:
     return [r for r in scan_results(dynamodb, table) if not r.get("decided_at")
-            and (r.get("outcome") == "needs_review" or (r.get("outcome") == "classified" and r.get("audit")))]
+            and (r.outcome == "needs_review" or (r.outcome == "classified" and r.audit))]
 
 
-def review_message(record: dict[str, Any]) -> dict[str, Any]:
+def review_message(record: ResultRecord) -> dict[str, Any]:
     """The message the state machine sends (statemachine/classify_image.asl.json, SendToReview)."""
     return {"bucket": record["bucket"], "key": record["key"], "label": record.get("label", ""),
             "confidence": record.get("confidence", 0), "probabilities": record.get("probabilities", {}),

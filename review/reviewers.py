@@ -13,7 +13,7 @@ import secrets
 import string
 from dataclasses import dataclass
 
-from client.target import Target
+from contracts.stack import Target
 
 USER_NAME = re.compile(r"^[A-Za-z0-9._@+-]{1,128}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

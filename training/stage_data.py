@@ -389,7 +389,7 @@ def manifest_lines(source: str, s3) -> Iterator[dict]:
 
 def table_lines(table: str, dynamodb) -> list[dict]:
     """The results table's decided records as manifest lines naming the intake photo."""
-    from client.results import scan_results
+    from contracts.results import scan_results
 
     return [{"source-ref": f"s3://{r['bucket']}/{r['key']}", METADATA_ATTRIBUTE: {"class-name": r["human_label"]}}
             for r in scan_results(dynamodb, table) if r.get("human_label")]

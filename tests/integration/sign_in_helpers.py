@@ -109,7 +109,7 @@ def reviewer_token(twin: Twin, user: str, *, reviewer: bool = True) -> str:
     """A person's access token from the review page's app client, signed in on managed login as the page does it:
     a reviewer added as operations leads add them (python -m review add-reviewer), or (``reviewer=False``) a user
     of the pool outside the reviewers group."""
-    from client.target import twin as twin_target
+    from contracts.stack import twin as twin_target
     from review.reviewers import add_reviewer
 
     if reviewer:

@@ -51,7 +51,7 @@ def team_b(twin):
 
 def _team(twin: Twin, name: str, scopes: str) -> dict[str, str]:
     from client.onboard import onboard_team
-    from client.target import twin as twin_target
+    from contracts.stack import twin as twin_target
 
     done = onboard_team(twin_target(twin.settings.port), name, scopes, on_twin=True)
     secret = twin.client("cognito-idp").describe_user_pool_client(
@@ -209,7 +209,7 @@ def test_a_client_created_by_hand_gets_tokens_at_once_but_the_api_admits_it_only
     # As on AWS: a Cognito access token's client_id must be one of the authorizer's audience.
     assert answer.status_code == 401 and "audience" in answer.headers["www-authenticate"]
     from client.onboard import _admit_on_twin
-    from client.target import twin as twin_target
+    from contracts.stack import twin as twin_target
 
     _admit_on_twin(twin_target(twin.settings.port), client["ClientId"])
     wait_until(lambda: _get_with(twin, "0" * 32, bearer(issued.json()["access_token"])).status_code == 404, timeout=10)

@@ -9,7 +9,7 @@ from moto import mock_aws
 
 from client.__main__ import main
 from client.bucket import empty_bucket
-from client.target import TargetError, stack
+from contracts.stack import TargetError, stack
 
 
 @pytest.fixture

@@ -109,7 +109,7 @@ class Stack:
         return [item.lease.image for item in desk.list_for(reviewer)]
 
     def record(self, key: str) -> dict:
-        from client.results import get_record
+        from contracts.results import get_record
         return get_record(self.dynamodb, TABLE, INTAKE, key)
 
     def dispatched(self) -> list[dict]:

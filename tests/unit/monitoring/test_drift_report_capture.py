@@ -17,9 +17,9 @@ from drift_report_helpers import (
     healthy_probabilities,
     write_tree,
 )
+from contracts.times import parse_time
 from monitoring.capture import read_capture
 from monitoring.errors import MonitoringInputError
-from monitoring.times import parse_time
 
 
 def _line_with_output(data, encoding="JSON", content_type="application/json", when="2026-11-21T06:00:00Z"):

@@ -8,9 +8,9 @@ import pytest
 from moto import mock_aws
 
 from drift_report_helpers import START
+from contracts.times import format_time
 from monitoring.errors import MonitoringInputError
 from monitoring.results import read_results, summarise_results
-from monitoring.times import format_time
 
 TABLE = "results"
 

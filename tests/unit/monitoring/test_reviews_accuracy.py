@@ -6,10 +6,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from contracts.results import ResultRecord
 from drift_report_helpers import capture_files, healthy_probabilities, write_tree
 from monitoring.build import build_report
 from monitoring.report import render_html
-from monitoring.results import needs_review_rate, parse_item
+from monitoring.results import needs_review_rate
 from monitoring.reviews import accuracy_line, summarise_reviews, wilson_interval
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
@@ -21,7 +22,7 @@ def item(key, outcome, label, human=None, reason=None, audit=False, waited=None,
            "uploaded_at": at, "recorded_at": at, "audit": audit}
     if human:
         raw.update(human_label=human, review_reason=reason, decided_at=at, waited_seconds=waited)
-    return parse_item(raw)
+    return ResultRecord(raw).validated()
 
 
 def test_wilson_interval_matches_the_textbook_values():

@@ -32,7 +32,7 @@ def test_help_lines_fit_a_terminal():
 
 
 def test_no_user_facing_default_or_doc_points_at_the_development_data_folder():
-    code = ("training", "local", "monitoring", "functions", "client")
+    code = ("training", "local", "monitoring", "functions", "client", "contracts")
     places = [REPO / "Makefile", REPO / "README.md", *REPO.glob("docs/*.md"),
               *(p for folder in code for p in (REPO / folder).rglob("*.py"))]
     offenders = [str(p.relative_to(REPO)) for p in places

@@ -195,7 +195,7 @@ def _calls(files) -> set[str]:
                 if owner_name in CLIENT_NAMES and node.func.attr != "generate_presigned_url":
                     calls.add(node.func.attr)
             if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "scan_results":
-                calls.add("scan")  # client.results.scan_results pages through a Scan
+                calls.add("scan")  # contracts.results.scan_results pages through a Scan
     return calls
 
 

@@ -9,7 +9,7 @@ import tomllib
 
 import pytest
 
-from client.target import TWIN_ENDPOINT_PORT, TWIN_PORT
+from contracts.stack import TWIN_ENDPOINT_PORT, TWIN_PORT
 from local.template import Stack, TemplateError
 
 

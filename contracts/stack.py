@@ -1,4 +1,4 @@
-"""Where the client talks to: a deployed stack (names from its CloudFormation outputs) or the local twin."""
+"""Where the stack is: a deployed stack (names from its CloudFormation outputs) or the local twin."""
 
 from __future__ import annotations
 

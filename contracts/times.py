@@ -1,4 +1,4 @@
-"""ISO-8601 timestamps, always returned timezone-aware in UTC."""
+"""ISO-8601 timestamps as the stack, its functions and SageMaker write them, always read timezone-aware in UTC."""
 
 from datetime import datetime, timezone
 
