@@ -12,7 +12,8 @@ import sys
 
 # command -> (module, what it does): in the order of the model's life
 COMMANDS = {
-    "stage-data": ("training.stage_data", "stage the bicycle/motorcycle images from CIFAR-100 (or PNGs, or reviewers' labels)"),
+    "stage-data": ("training.stage_data",
+                   "stage the bicycle/motorcycle images from CIFAR-100 (or PNGs, or reviewers' labels)"),
     "train": ("training.train", "train the classifier on staged images and export a model directory"),
     "cv": ("training.cv", "k-fold cross-validation of the training recipe: accuracy, automation, precision"),
     "evaluate": ("training.evaluate", "accuracy, F1 and confusion of a model directory on labelled images"),

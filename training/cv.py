@@ -33,7 +33,8 @@ def folds_of(items: list[tuple[pathlib.Path, int]], k: int) -> list[int]:
     fold = [0] * len(items)
     for label in sorted({lab for _, lab in items}):
         members = sorted((i for i, (_, lab) in enumerate(items) if lab == label),
-                         key=lambda i: hashlib.sha256(f"{items[i][0].parent.name}/{items[i][0].name}".encode()).hexdigest())
+                         key=lambda i: hashlib.sha256(
+                             f"{items[i][0].parent.name}/{items[i][0].name}".encode()).hexdigest())
         for rank, i in enumerate(members):
             fold[i] = rank % k
     return fold
@@ -66,8 +67,11 @@ def cross_validate(args, folds: int, log=print, progress: pathlib.Path | None = 
     temperature = thresholds.fit_temperature(oof, labels)
     result = {"folds": folds, "n": len(items), "per_fold": per_fold,
               "accuracy_mean": float(accs.mean()), "accuracy_std": float(accs.std(ddof=1)) if folds > 1 else 0.0,
-              "seconds": round(time.perf_counter() - started, 1), "fold_seconds_mean": float(np.mean([p["seconds"] for p in per_fold])),
-              "hyperparameters": {k: v for k, v in vars(args).items() if k not in ("data_dir", "validation_dir", "reviewed_dir", "model_dir", "output_dir")},
+              "seconds": round(time.perf_counter() - started, 1),
+              "fold_seconds_mean": float(np.mean([p["seconds"] for p in per_fold])),
+              "hyperparameters": {
+                  k: v for k, v in vars(args).items()
+                  if k not in ("data_dir", "validation_dir", "reviewed_dir", "model_dir", "output_dir")},
               "temperature": temperature}
     for name, probs in (("raw", oof), ("temperature_scaled", thresholds.apply_temperature(oof, temperature))):
         chosen = thresholds.choose(probs, labels, args.precision_target)

@@ -6,7 +6,8 @@ DIR holds one sub-folder per class named as in the model's metadata (bicycle/, m
 images may be any size and format the serving path accepts. Prints accuracy, per-class
 precision/recall, the confusion matrix, the expected calibration error and, at the model's own
 confidence threshold (metadata.json, training.threshold), the automation (share of images decided
-without a person) and the precision of those decisions; then ONE JSON line (stdout) with all figures. Unreadable images are counted, listed and skipped.
+without a person) and the precision of those decisions; then ONE JSON line (stdout) with all figures.
+Unreadable images are counted, listed and skipped.
 Progress goes to stderr. Uses training.inference, i.e. exactly the serving path.
 """
 
@@ -41,12 +42,14 @@ def list_labelled(data_dir: pathlib.Path, classes: list[str]) -> list[tuple[path
         raise DatasetError(missing_data(data_dir))
     if (data_dir / REVIEWED_MARKER).exists():
         raise DatasetError(f"{data_dir} holds reviewers' labels, which are training data only: they were chosen "
-                           "for being hard or audited, so no score on them describes the model - evaluate on a test split")
+                           "for being hard or audited, so no score on them describes the model - "
+                           "evaluate on a test split")
     items = []
     for index, name in enumerate(classes):
         folder = data_dir / name
         if folder.is_dir():
-            items += [(f, index) for f in sorted(folder.iterdir()) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+            items += [(f, index) for f in sorted(folder.iterdir())
+                      if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
     if not items:
         raise DatasetError(f"{data_dir} holds no images in class folders {', '.join(c + '/' for c in classes)} "
                            f"(suffixes {', '.join(sorted(IMAGE_SUFFIXES))})")
@@ -83,7 +86,8 @@ def compute_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str], t
         precision = tp / predicted if predicted else None
         recall = tp / support if support else None
         f1 = (2 * precision * recall / (precision + recall)) if precision and recall else (0.0 if support else None)
-        per_class[name] = {"n": int(support), "precision": _round(precision), "recall": _round(recall), "f1": _round(f1)}
+        per_class[name] = {"n": int(support), "precision": _round(precision), "recall": _round(recall),
+                           "f1": _round(f1)}
     confidence = probs.max(1)
     confident = confidence >= threshold
     eps = 1e-12
@@ -143,7 +147,8 @@ def render(result: dict) -> str:
     lines = [f"images: {result['n']} evaluated, {result['unreadable']} unreadable (skipped)",
              f"accuracy: {result['accuracy']:.4f}",
              f"{'class':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'n':>6}"]
-    fmt = lambda v: f"{v:>10.4f}" if v is not None else f"{'-':>10}"
+    def fmt(v):
+        return f"{v:>10.4f}" if v is not None else f"{'-':>10}"
     for name, s in result["per_class"].items():
         lines.append(f"{name:<{width}}{fmt(s['precision'])}{fmt(s['recall'])}{fmt(s['f1'])}{s['n']:>6}")
     lines.append("confusion matrix (rows = true, columns = predicted):")
@@ -162,12 +167,14 @@ def render(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training evaluate", description="Evaluate the classifier on DIR/{class}/* images.")
+    p = argparse.ArgumentParser(prog="python -m training evaluate",
+                                description="Evaluate the classifier on DIR/{class}/* images.")
     p.add_argument("--data-dir", type=pathlib.Path, default=pathlib.Path(STAGED_DATA) / "test",
                    help="folder of {class}/* images (default: data/staged/test from `make data`)")
     p.add_argument("--model", type=pathlib.Path, default=DEFAULT_MODEL_DIR,
                    help="model directory (or its model.onnx); default: the shipped training/model")
-    p.add_argument("--batch-size", type=int, default=32, help="images per onnxruntime call (memory grows ~15 MB per image)")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="images per onnxruntime call (memory grows ~15 MB per image)")
     args = p.parse_args(argv)
     model_dir = args.model.parent if args.model.is_file() else args.model
     if args.batch_size < 1:

@@ -222,7 +222,8 @@ def write_model_dir(model_dir: pathlib.Path, nets: list[model_def.VehicleNet], *
             "name": "image", "shape": ["N", 3, input_size, input_size], "dtype": "float32", "range": [0.0, 1.0],
             "size": input_size, "layout": "NCHW", "channel_order": "RGB",
         },
-        "output": {"name": "probabilities", "shape": ["N", len(classes)], "meaning": "softmax probabilities in `classes` order"},
+        "output": {"name": "probabilities", "shape": ["N", len(classes)],
+                   "meaning": "softmax probabilities in `classes` order"},
         "preprocessing": (
             "decode (JPEG/PNG/WEBP/GIF/BMP/TIFF) -> EXIF transpose -> RGB (alpha composited on white) -> "
             f"resize whole image to {input_size}x{input_size} with PIL Lanczos (antialiased) -> float32 CHW / 255. "
@@ -285,7 +286,8 @@ def reexport(model_dir: pathlib.Path, out_dir: pathlib.Path | None = None, *, sa
     old_bytes = (model_dir / metadata["model_file"]).stat().st_size
     with tempfile.TemporaryDirectory(dir=out_dir.parent if out_dir.parent.exists() else None) as tmp:
         staged = pathlib.Path(tmp)
-        export_onnx(list(graph.nets), staged / MODEL_FILE, size, graph.flip_tta, metadata.get("weights_dtype", "float32"))
+        export_onnx(list(graph.nets), staged / MODEL_FILE, size, graph.flip_tta,
+                    metadata.get("weights_dtype", "float32"))
         metadata |= {"model_file": MODEL_FILE, "model_sha256": sha256_file(staged / MODEL_FILE),
                      "model_bytes": (staged / MODEL_FILE).stat().st_size,
                      "versions": metadata.get("versions", {}) | {"torch": torch.__version__, "onnx": onnx.__version__,

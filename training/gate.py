@@ -97,7 +97,8 @@ def mcnemar_p(champion_right: np.ndarray, challenger_right: np.ndarray) -> float
 
 
 def _check(criterion: str, champion, challenger, passed: bool, rule: str) -> dict:
-    return {"criterion": criterion, "champion": champion, "challenger": challenger, "passed": bool(passed), "rule": rule}
+    return {"criterion": criterion, "champion": champion, "challenger": challenger, "passed": bool(passed),
+            "rule": rule}
 
 
 def compare(champion_dir: pathlib.Path, challenger_dir: pathlib.Path, items: list[tuple[pathlib.Path, int]],
@@ -161,7 +162,8 @@ def compare(champion_dir: pathlib.Path, challenger_dir: pathlib.Path, items: lis
 
 
 def render(result: dict) -> str:
-    fmt = lambda v: f"{v:>10.4f}" if isinstance(v, (int, float)) else f"{'-':>10}"
+    def fmt(v):
+        return f"{v:>10.4f}" if isinstance(v, (int, float)) else f"{'-':>10}"
     th = result["thresholds"]
     lines = [f"thresholds: champion {th['champion']}, challenger {th['challenger']}"
              + (" (picked on these images and written)" if th["written"] else
@@ -187,7 +189,8 @@ def add_arguments(p: argparse.ArgumentParser, champion: bool = True) -> None:
                        help="the live model's directory (default: the shipped training/model)")
     p.add_argument("--challenger", type=pathlib.Path, required=True, help="the candidate's directory, e.g. build/model")
     p.add_argument("--split-from", type=pathlib.Path, default=pathlib.Path(STAGED_DATA) / "train",
-                   help="training folder whose validation hold-out both models are scored on (default: data/staged/train)")
+                   help="training folder whose validation hold-out both models are scored on "
+                        "(default: data/staged/train)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="the hold-out share train.py used (default 0.2)")
     p.add_argument("--data-dir", type=pathlib.Path, action="append", default=[],
                    help="another labelled folder neither model trained on ({class}/*); repeatable")

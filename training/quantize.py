@@ -16,7 +16,8 @@ into integer kernels. Three things keep the labels (docs/model.md has the measur
   min/max of the raw convolution output (about -130..110 after BatchNorm folding) left 6 levels for [0, 6]
   and the model at chance;
 - the stem convolution and the classifier head stay float (--keep-float stem,head);
-- the depthwise convolutions stay float (a few % of the multiply-adds, the most sensitive to int8). metadata.json names the float model it came from ("derived_from"), so the gate also
+- the depthwise convolutions stay float (a few % of the multiply-adds, the most sensitive to int8).
+metadata.json names the float model it came from ("derived_from"), so the gate also
 checks that both models give the same labels.
 """
 
@@ -67,7 +68,8 @@ def _plan(proto, keep_float: tuple[str, ...]) -> tuple[list[str], dict]:
     if "depthwise" in keep_float:
         exclude += [n.name for n in compute if any(a.name == "group" and a.i > 1 for a in n.attribute)]
     relu6 = {n.output[0]: [{"rmin": np.array(0, np.float32), "rmax": np.array(6, np.float32)}]
-             for n in compute if n.op_type == "Conv" and [c.op_type for c in consumers.get(n.output[0], [])] == ["Clip"]}
+             for n in compute
+             if n.op_type == "Conv" and [c.op_type for c in consumers.get(n.output[0], [])] == ["Clip"]}
     return exclude, relu6
 
 
@@ -141,7 +143,8 @@ def quantize(model_dir: pathlib.Path, data_dir: pathlib.Path, out_dir: pathlib.P
                 "threshold_default": chosen["threshold"], "model_sha256": new["model_sha256"]}
     (out_dir / "baseline.json").write_text(json.dumps(baseline) + "\n")
     v = new["validation"]
-    log(f"int8 model {model_path} ({new['model_bytes'] / 1e6:.2f} MB, float {metadata.get('model_bytes', 0) / 1e6:.2f} MB): "
+    log(f"int8 model {model_path} ({new['model_bytes'] / 1e6:.2f} MB, "
+        f"float {metadata.get('model_bytes', 0) / 1e6:.2f} MB): "
         f"validation accuracy {v['accuracy']:.4f}, ECE {v['ece']:.4f}; " + thresholds.describe(chosen))
     return new
 

@@ -34,7 +34,8 @@ def at(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
     right = probs.argmax(1) == labels
     return {"threshold": float(threshold), "automation": float(confident.mean()),
             "precision": float(right[confident].mean()) if confident.any() else None,
-            "n": int(len(labels)), "n_automatic": int(confident.sum()), "errors_automatic": int((confident & ~right).sum())}
+            "n": int(len(labels)), "n_automatic": int(confident.sum()),
+            "errors_automatic": int((confident & ~right).sum())}
 
 
 def choose(probs: np.ndarray, labels: np.ndarray, precision_target: float = PRECISION_TARGET) -> dict:
@@ -89,7 +90,8 @@ def of_metadata(meta: dict, where: str = "metadata.json") -> float:
     stored = meta.get("threshold")
     value = stored.get("value") if isinstance(stored, dict) else (meta.get("validation") or {}).get("threshold")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise MissingThresholdError(f"{where} names no confidence threshold in (0, 1] (\"threshold\": {{\"value\": ...}}): "
+        raise MissingThresholdError(f"{where} names no confidence threshold in (0, 1] "
+                                    f"(\"threshold\": {{\"value\": ...}}): "
                                     "pick one with `python -m training gate --pick-threshold`")
     return float(value)
 

@@ -9,7 +9,8 @@ SM_OUTPUT_DATA_DIR, SM_NUM_CPUS; every hyper-parameter is a CLI flag with a defa
 
 Recipe: ImageNet-pretrained EfficientNet-Lite0, 32 px images upsampled to --resolution inside
 the network, random crop (reflect padding) + horizontal flip + resampling blur, AdamW with linear
-warm-up and cosine decay, stochastic depth, an EMA of the weights (docs/training.md: what was tried). Without a validation channel a stratified, hash-ordered
+warm-up and cosine decay, stochastic depth, an EMA of the weights (docs/training.md: what was tried).
+Without a validation channel a stratified, hash-ordered
 --val-fraction of the training folder is held out (never trained on) and reported.
 """
 
@@ -109,7 +110,8 @@ def list_images(root: pathlib.Path) -> tuple[list[str], list[tuple[pathlib.Path,
     for index, name in enumerate(classes):
         files = sorted(f for f in (root / name).iterdir() if f.suffix.lower() in preprocess.IMAGE_SUFFIXES)
         if not files:
-            raise ValueError(f"class folder {root / name} holds no images ({', '.join(sorted(preprocess.IMAGE_SUFFIXES))})")
+            raise ValueError(f"class folder {root / name} holds no images "
+                             f"({', '.join(sorted(preprocess.IMAGE_SUFFIXES))})")
         items += [(f, index) for f in files]
     return classes, items
 
@@ -167,7 +169,8 @@ def augment(x: torch.Tensor, padding: int, hflip: bool, resample: float, gen: to
 # ---------------------------------------------------------------- training
 
 @torch.no_grad()
-def predict_proba(nets: list[model_def.VehicleNet], x: torch.Tensor, flip_tta: bool, batch_size: int = 50) -> torch.Tensor:
+def predict_proba(nets: list[model_def.VehicleNet], x: torch.Tensor, flip_tta: bool,
+                  batch_size: int = 50) -> torch.Tensor:
     graph = model_def.ProbabilityGraph(nets, flip_tta).eval()
     return torch.cat([graph(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
@@ -224,7 +227,8 @@ def train_member(args, seed: int, member: int, x_train, y_train, x_val, y_val, n
         final = ema.module if ema is not None else net
         final.eval()
         val_acc = (predict_proba([final], x_val, args.flip_tta).argmax(1) == y_val).float().mean().item()
-        record = {"member": member, "epoch": epoch, "loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+        record = {"member": member, "epoch": epoch, "loss": loss_sum / max(seen, 1),
+                  "train_acc": correct / max(seen, 1),
                   "val_acc": val_acc, "lr": lr_at(step - 1), "seconds": time.perf_counter() - t0}
         history.append(record)
         print(f"member {member + 1}/{args.ensemble} epoch {epoch}/{args.epochs}  loss {record['loss']:.4f}  "
@@ -269,9 +273,11 @@ def train(args: argparse.Namespace) -> dict:
             for m in range(args.ensemble)]
     train_seconds = time.perf_counter() - t_start
     val_acc = (predict_proba(nets, x_val, args.flip_tta).argmax(1) == y_val).float().mean().item()
-    print(f"trained in {train_seconds:.0f}s; validation accuracy (torch, {len(nets)} member(s)) {val_acc:.4f}", flush=True)
+    print(f"trained in {train_seconds:.0f}s; validation accuracy (torch, {len(nets)} member(s)) {val_acc:.4f}",
+          flush=True)
 
-    hyper = {k: v for k, v in vars(args).items() if k not in ("data_dir", "validation_dir", "reviewed_dir", "model_dir", "output_dir")}
+    hyper = {k: v for k, v in vars(args).items()
+             if k not in ("data_dir", "validation_dir", "reviewed_dir", "model_dir", "output_dir")}
     metadata = export.write_model_dir(
         pathlib.Path(args.model_dir), nets, classes=classes, input_size=NATIVE_SIZE, flip_tta=args.flip_tta,
         architecture={"name": "efficientnet-lite0", "resolution": args.resolution, "mean": 0.5, "std": 0.5,
@@ -295,8 +301,10 @@ def train(args: argparse.Namespace) -> dict:
     print(f"exported {metadata['model_file']} ({metadata['model_bytes'] / 1e6:.2f} MB) to {args.model_dir}; "
           f"validation accuracy (onnx, n={v['n']}) {v['accuracy']:.4f} "
           + " ".join(f"{c} recall {s['recall']:.3f}" for c, s in v["per_class"].items())
-          + f"; threshold {metadata['threshold']['value']} (precision target {metadata['threshold']['precision_target']}): "
-          f"automation {v['share_above_threshold']:.1%}, precision {v['accuracy_above_threshold'] or 0:.4f}", flush=True)
+          + f"; threshold {metadata['threshold']['value']} "
+          f"(precision target {metadata['threshold']['precision_target']}): "
+          f"automation {v['share_above_threshold']:.1%}, precision {v['accuracy_above_threshold'] or 0:.4f}",
+          flush=True)
     if args.output_dir:
         out = pathlib.Path(args.output_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -12,11 +12,14 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
 DEFAULT_NAMESPACE = "SconesUnlimited"
 # No default threshold: it belongs to the model (metadata.json) and reaches this function only as the
@@ -36,8 +39,9 @@ class LowConfidenceError(Exception):
     """The best class probability is below THRESHOLD: a human should look at the image."""
 
 
-def _load_share(variable: str, default: float | None) -> float:
-    raw = os.environ.get(variable)
+def _share(env: Mapping[str, str], variable: str, default: float | None) -> float:
+    """A share in [0, 1] read from env[variable]; default when unset or blank (None: it must be set)."""
+    raw = env.get(variable)
     if raw is None or raw.strip() == "":
         if default is None:
             raise ConfigurationError(f"{variable} is not set (the stack sets it from ConfidenceThreshold)")
@@ -51,9 +55,20 @@ def _load_share(variable: str, default: float | None) -> float:
     return value
 
 
-# Configuration is checked at cold start: a bad value fails every invocation loudly.
-THRESHOLD = _load_share("THRESHOLD", None)
-AUDIT_RATE = _load_share("AUDIT_RATE", DEFAULT_AUDIT_RATE)
+@dataclass(frozen=True)
+class Settings:
+    """The function's environment (template.yaml: FilterInferenceFunction), read and checked once at cold
+    start: a bad value fails every invocation loudly."""
+    threshold: float  # THRESHOLD: the model's confidence threshold, required
+    audit_rate: float  # AUDIT_RATE: the share of confident images also sent to review
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
+        return cls(threshold=_share(env, "THRESHOLD", None),
+                   audit_rate=_share(env, "AUDIT_RATE", DEFAULT_AUDIT_RATE))
+
+
+settings = Settings.from_env()
 
 
 def is_audited(bucket: str, key: str, rate: float) -> bool:
@@ -83,7 +98,7 @@ def parse_inferences(event: Any) -> list[float]:
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
-def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     inferences = parse_inferences(event)
     confidence = max(inferences)
     label = event.get("label") or f"class {inferences.index(confidence)}"
@@ -93,15 +108,16 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     if endpoint_name:
         metrics.add_dimension(name="EndpointName", value=str(endpoint_name))
 
-    if confidence >= THRESHOLD:
-        audit = is_audited(str(event.get("s3_bucket", "")), str(event.get("s3_key", "")), AUDIT_RATE)
+    threshold = settings.threshold
+    if confidence >= threshold:
+        audit = is_audited(str(event.get("s3_bucket", "")), str(event.get("s3_key", "")), settings.audit_rate)
         metrics.add_metric(name="Classified", unit=MetricUnit.Count, value=1)
         if audit:
             metrics.add_metric(name="Audited", unit=MetricUnit.Count, value=1)
-        logger.info("confident", extra={"label": label, "confidence": confidence, "threshold": THRESHOLD,
+        logger.info("confident", extra={"label": label, "confidence": confidence, "threshold": threshold,
                                         "audit": audit})
-        return {**event, "threshold": THRESHOLD, "audit": audit}
+        return {**event, "threshold": threshold, "audit": audit}
 
     metrics.add_metric(name="LowConfidence", unit=MetricUnit.Count, value=1)
-    logger.info("low confidence", extra={"label": label, "confidence": confidence, "threshold": THRESHOLD})
-    raise LowConfidenceError(f"{label} at confidence {confidence:.4f} is below the threshold {THRESHOLD}")
+    logger.info("low confidence", extra={"label": label, "confidence": confidence, "threshold": threshold})
+    raise LowConfidenceError(f"{label} at confidence {confidence:.4f} is below the threshold {threshold}")

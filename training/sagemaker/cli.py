@@ -3,11 +3,14 @@
     python -m training sagemaker train --algorithm builtin --data-uri s3://B/scones/data --output-uri s3://B/scones
     python -m training sagemaker train --algorithm pytorch --data-uri s3://B/scones/data --output-uri s3://B/scones
     python -m training sagemaker deploy --model-dir training/model --artifact-uri s3://B/scones
-    python -m training sagemaker monitor --endpoint-name NAME --s3-uri s3://B/scones   (Model Monitor: existing customers)
+    python -m training sagemaker monitor --endpoint-name NAME --s3-uri s3://B/scones
+        (Model Monitor: existing customers)
     python -m training sagemaker teardown --endpoint-name NAME
-    python -m training sagemaker register --endpoint-name NAME --model-dir build/model --gate-result build/gate.json --artifact-uri s3://B/scones
+    python -m training sagemaker register --endpoint-name NAME --model-dir build/model \\
+        --gate-result build/gate.json --artifact-uri s3://B/scones
     python -m training sagemaker update --endpoint-name NAME --model-package ARN --stack STACK
-    python -m training sagemaker promote --endpoint-name NAME --challenger build/model --artifact-uri s3://B/scones --stack STACK
+    python -m training sagemaker promote --endpoint-name NAME --challenger build/model \\
+        --artifact-uri s3://B/scones --stack STACK
     python -m training sagemaker rollback --endpoint-name NAME
 
 The role comes from --role or $SAGEMAKER_ROLE_ARN, the region from the standard AWS configuration
@@ -114,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--endpoint-name", required=True)
     monitor.add_argument("--s3-uri", required=True, help="s3:// prefix for the baseline and the reports")
     monitor.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR,
-                         help="the deployed model, to score the baseline and name the classes (default: training/model)")
+                         help="the deployed model, to score the baseline and name the classes "
+                              "(default: training/model)")
     monitor.add_argument("--staged", type=Path, default=Path("data/staged"),
                          help="stage_data output; its validation hold-out is the baseline (default: data/staged)")
     monitor.add_argument("--baseline-csv", help="use this features CSV (local or s3://) instead of scoring --staged")
@@ -219,7 +223,8 @@ def run_deploy(args, boto_session) -> None:
                                    ServerlessSettings, deploy, sam_deploy_line)
 
     if args.serverless_provisioned_concurrency is not None and not args.serverless_memory_mb:
-        raise LaunchError("--serverless-provisioned-concurrency is for a serverless endpoint: add --serverless-memory-mb")
+        raise LaunchError("--serverless-provisioned-concurrency is for a serverless endpoint: "
+                          "add --serverless-memory-mb")
     endpoint = args.endpoint_name or unique_name("scones-classifier")
     capture = None
     if not args.no_capture:
@@ -339,7 +344,8 @@ def run_promote(args, boto_session) -> int:
         _print_json(set_stack_threshold(boto_session, args.stack, value))
     else:
         print(f"no --stack: set the promoted model's threshold on your stack yourself: "
-              f"sam deploy --parameter-overrides ConfidenceThreshold={value:g} (keep the other overrides)", file=sys.stderr)
+              f"sam deploy --parameter-overrides ConfidenceThreshold={value:g} (keep the other overrides)",
+              file=sys.stderr)
     return 0
 
 

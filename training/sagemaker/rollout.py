@@ -109,7 +109,8 @@ def register(req: DeployRequest, boto_session, gate_result: Path | None = None,
     if gate_result is not None:
         comparison = json.loads(Path(gate_result).read_text())
         status = "Approved" if comparison["accepted"] else "Rejected"
-        fmt = lambda v: "-" if v is None else f"{v:.4f}"
+        def fmt(v):
+            return "-" if v is None else f"{v:.4f}"
         description = "; ".join(f"{c['criterion']} {fmt(c['challenger'])} vs {fmt(c['champion'])} "
                                 f"({'ok' if c['passed'] else 'missed'})" for c in comparison["checks"])
         metrics_uri = _upload_immutable(boto_session, Path(gate_result), s3_join(req.artifact_uri, "gate"))
@@ -230,8 +231,10 @@ def _switch(sm, endpoint_name: str, package: dict, role: str, live: LiveVariant,
             "model_package_arn": package["ModelPackageArn"], "update_endpoint_request": request}
 
 
-def update(endpoint_name: str, package_arn: str, role: str, boto_session, canary: CanarySettings = CanarySettings(),
+def update(endpoint_name: str, package_arn: str, role: str, boto_session, canary: CanarySettings | None = None,
            alarm_names: list[str] = (), log: Callable[[str], None] = _progress) -> dict:
+    if canary is None:  # a fresh default per call: CanarySettings is mutable
+        canary = CanarySettings()
     canary.check()
     sm, cloudwatch = boto_session.client("sagemaker"), boto_session.client("cloudwatch")
     package = _package(sm, package_arn)

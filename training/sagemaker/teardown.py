@@ -69,7 +69,8 @@ def delete_monitoring(sm, endpoint_name: str, poll_seconds: float, report, kept:
         report(f"monitoring schedule {name}")
         deleter = _JOB_DEFINITION_DELETERS.get(kind)
         if definition and deleter:
-            _wait_until_gone(lambda: sm.describe_monitoring_schedule(MonitoringScheduleName=name), poll_seconds)
+            _wait_until_gone(lambda name=name: sm.describe_monitoring_schedule(MonitoringScheduleName=name),
+                             poll_seconds)
             getattr(sm, deleter)(JobDefinitionName=definition)
             report(f"monitoring job definition {definition}")
 

@@ -115,7 +115,7 @@ def test_classify_sample_gives_the_filter_sample(load_function, load_event, lamb
 def test_filter_sample_is_confident(load_function, load_event, lambda_context):
     event = load_event("filter.json")
     filter_fn = load_function("filter", THRESHOLD="0.93")
-    assert filter_fn.lambda_handler(event, lambda_context) == {**event, "threshold": filter_fn.THRESHOLD,
+    assert filter_fn.lambda_handler(event, lambda_context) == {**event, "threshold": filter_fn.settings.threshold,
                                                                "audit": False}
 
 
