@@ -70,8 +70,10 @@ class ReviewDesk:
             for message in messages:
                 self._take(reviewer, message, mine)
         oldest_first = sorted(mine.values(), key=lambda lease: (lease.image.sent_at, lease.image.id))
-        budget = [PREVIEWS_PER_LISTING]
-        return [Listed(lease, self._preview(lease, budget)) for lease in oldest_first]
+        for lease in [lease for lease in oldest_first if not lease.preview][:PREVIEWS_PER_LISTING]:
+            self._leases.set_preview(lease, self._previews.make(lease.image))
+        return [Listed(lease, self._previews.url(lease.image) if lease.preview == READY else None)
+                for lease in oldest_first]
 
     def waiting(self) -> int:
         return self._leases.waiting()
@@ -132,10 +134,3 @@ class ReviewDesk:
         if lease is not None:
             self._leases.drop(lease)
         return False
-
-    def _preview(self, lease: Lease, budget: list[int]) -> str | None:
-        """The photo's preview URL, making the preview first while this listing's budget lasts."""
-        if not lease.preview and budget[0] > 0:
-            budget[0] -= 1
-            self._leases.set_preview(lease, self._previews.make(lease.image))
-        return self._previews.url(lease.image) if lease.preview == READY else None

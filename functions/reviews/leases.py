@@ -21,6 +21,12 @@ from botocore.exceptions import ClientError
 from waiting import WaitingImage
 
 ROW_TTL_SECONDS = 86_400
+# What SQS answers for the receipt of a receive whose visibility ran out (the message was received again since).
+STALE_RECEIPT = ("ReceiptHandleIsInvalid", "InvalidParameterValue")
+
+
+def _stale(exc: ClientError, *also: str) -> bool:
+    return exc.response["Error"]["Code"] in STALE_RECEIPT + also
 
 
 @dataclass
@@ -83,8 +89,7 @@ class Leases:
                                                     VisibilityTimeout=self.lease_seconds)
                 kept.append(receipt)
             except ClientError as exc:
-                if exc.response["Error"]["Code"] not in ("ReceiptHandleIsInvalid", "InvalidParameterValue",
-                                                         "AWS.SimpleQueueService.MessageNotInflight"):
+                if not _stale(exc, "AWS.SimpleQueueService.MessageNotInflight"):
                     raise
         if not kept:
             self.drop(lease)
@@ -107,9 +112,8 @@ class Leases:
             try:
                 self._sqs.delete_message(QueueUrl=self._url, ReceiptHandle=receipt)
             except ClientError as exc:
-                # A receipt of a receive whose visibility ran out: the message returns, and whoever
-                # receives it next finds the photo settled and deletes it.
-                if exc.response["Error"]["Code"] not in ("ReceiptHandleIsInvalid", "InvalidParameterValue"):
+                # The message returns, and whoever receives it next finds the photo settled and deletes it.
+                if not _stale(exc):
                     raise
 
     def retry_later(self, receipt: str, seconds: int) -> None:
@@ -117,7 +121,7 @@ class Leases:
         try:
             self._sqs.change_message_visibility(QueueUrl=self._url, ReceiptHandle=receipt, VisibilityTimeout=seconds)
         except ClientError as exc:
-            if exc.response["Error"]["Code"] not in ("ReceiptHandleIsInvalid", "InvalidParameterValue"):
+            if not _stale(exc):
                 raise
 
     def drop(self, lease: Lease) -> None:
