@@ -312,12 +312,11 @@ class Twin:
             for domain in stack.of_type("AWS::Cognito::UserPoolDomain"):
                 addresses[f"https://{stack.physical_ids[domain]}.auth.{REGION}.amazoncognito.com"] = server.url
             _relocate_app_clients(cognito, pool, addresses)
-        relocate = lambda value: _relocated(value, addresses)  # noqa: E731
-        self.deployment.outputs.update({name: relocate(value) for name, value in self.outputs.items()})
+        self.deployment.outputs.update({name: _relocated(value, addresses) for name, value in self.outputs.items()})
         for function in self.deployment.functions.values():
-            pool = self._runtime.find(function.name)
-            pool.function = dataclasses.replace(
-                pool.function, environment={k: relocate(v) for k, v in pool.function.environment.items()})
+            workers = self._runtime.find(function.name)
+            workers.function = dataclasses.replace(workers.function, environment={
+                name: _relocated(value, addresses) for name, value in workers.function.environment.items()})
 
     def _stepfunctions_as(self, role_arn: str):
         """A Step Functions client acting with temporary credentials of ``role_arn`` (an EventBridge target's)."""
